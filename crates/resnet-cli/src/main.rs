@@ -1,0 +1,2 @@
+//! `resnet-cli`: train, evaluate and inspect CIFAR ResNets.
+fn main() {}
