@@ -1,0 +1,170 @@
+//! Strict parsing of the CIFAR-10 binary format.
+//!
+//! Each `.bin` file is a sequence of 3073-byte records: one label byte, then 1024 red, 1024
+//! green and 1024 blue bytes (row-major 32x32). The official files hold 10,000 records each.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::{Cifar10, DataError, ImageSet, IMAGE_BYTES, NUM_CLASSES};
+
+/// Bytes per record: one label byte and [`IMAGE_BYTES`] pixel bytes.
+pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
+/// Records in each official `.bin` file.
+pub const RECORDS_PER_FILE: usize = 10_000;
+/// Name of the directory the archive unpacks to.
+pub const BATCHES_DIR: &str = "cifar-10-batches-bin";
+/// The five training files, in order.
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
+/// The test file.
+pub const TEST_FILE: &str = "test_batch.bin";
+/// The class-name file.
+pub const META_FILE: &str = "batches.meta.txt";
+
+/// Hint attached to [`DataError::MissingFile`] for dataset files.
+const FETCH_HINT: &str = "run `cargo xtask fetch-cifar` (or `fetch-cifar --from FILE`) to install \
+the dataset";
+
+/// Loads CIFAR-10 from `dir`, the data directory that contains `cifar-10-batches-bin/`
+/// (a path to `cifar-10-batches-bin` itself is accepted too).
+///
+/// Strict: every `.bin` file must hold exactly [`RECORDS_PER_FILE`] records with labels
+/// `0..10`, and `batches.meta.txt` must name ten classes. The training set is the
+/// concatenation of `data_batch_1..5` in file order.
+pub fn load(dir: &Path) -> Result<Cifar10, DataError> {
+    load_with_records(dir, Some(RECORDS_PER_FILE))
+}
+
+/// Like [`load`], but with `records_per_file` records per file (`None`: any whole, non-zero
+/// number of records). Meant for small synthetic datasets in tests.
+pub fn load_with_records(
+    dir: &Path,
+    records_per_file: Option<usize>,
+) -> Result<Cifar10, DataError> {
+    let root = batches_dir(dir);
+    let mut names: Vec<&str> = TRAIN_FILES.to_vec();
+    names.push(TEST_FILE);
+    let paths: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
+    // Report a missing file before spending time on the others.
+    for p in paths.iter().chain(std::iter::once(&root.join(META_FILE))) {
+        if !p.is_file() {
+            return Err(DataError::MissingFile {
+                path: p.clone(),
+                hint: FETCH_HINT.to_string(),
+            });
+        }
+    }
+    let class_names = read_class_names(&root.join(META_FILE))?;
+    let mut sets: Vec<ImageSet> = paths
+        .par_iter()
+        .map(|p| read_batch_file(p, records_per_file))
+        .collect::<Result<_, _>>()?;
+    let test = sets.pop().expect("six files were read");
+    let train = ImageSet::concat(&sets);
+    Ok(Cifar10 {
+        train,
+        test,
+        class_names,
+    })
+}
+
+/// `dir/cifar-10-batches-bin`, or `dir` itself when it already is the batches directory.
+pub(crate) fn batches_dir(dir: &Path) -> PathBuf {
+    let nested = dir.join(BATCHES_DIR);
+    if !nested.exists() && dir.join(TRAIN_FILES[0]).exists() {
+        dir.to_path_buf()
+    } else {
+        nested
+    }
+}
+
+/// Reads one `.bin` batch file (see [`parse_batch`]).
+pub fn read_batch_file(path: &Path, records: Option<usize>) -> Result<ImageSet, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+                hint: FETCH_HINT.to_string(),
+            }
+        } else {
+            DataError::io(path, e)
+        }
+    })?;
+    parse_batch(&bytes, path, records)
+}
+
+/// Parses the bytes of one `.bin` batch file; `path` is only used in error messages.
+/// `records`: the exact number of records expected, or `None` for any whole non-zero number.
+pub fn parse_batch(
+    bytes: &[u8],
+    path: &Path,
+    records: Option<usize>,
+) -> Result<ImageSet, DataError> {
+    let actual = bytes.len();
+    let whole = actual / RECORD_BYTES;
+    let expected_records = records.unwrap_or(whole.max(1));
+    let expected = expected_records * RECORD_BYTES;
+    if actual != expected {
+        let (offset, problem) = if actual < expected {
+            (whole * RECORD_BYTES, "incomplete")
+        } else {
+            (expected, "superfluous")
+        };
+        return Err(DataError::BadFileSize {
+            path: path.to_path_buf(),
+            actual: actual as u64,
+            expected: expected as u64,
+            records: expected_records,
+            offset: offset as u64,
+            problem,
+        });
+    }
+    let mut images = Vec::with_capacity(expected_records * IMAGE_BYTES);
+    let mut labels = Vec::with_capacity(expected_records);
+    for (record, chunk) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+        let label = chunk[0];
+        if usize::from(label) >= NUM_CLASSES {
+            return Err(DataError::BadLabel {
+                path: path.to_path_buf(),
+                record,
+                offset: (record * RECORD_BYTES) as u64,
+                label,
+            });
+        }
+        labels.push(label);
+        images.extend_from_slice(&chunk[1..]);
+    }
+    ImageSet::new(images, labels)
+}
+
+/// Reads the ten class names from `batches.meta.txt` (one per line; blank lines ignored).
+pub fn read_class_names(path: &Path) -> Result<Vec<String>, DataError> {
+    let text = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let text = String::from_utf8(text).map_err(|e| DataError::BadMeta {
+        path: path.to_path_buf(),
+        reason: format!("not UTF-8 (byte offset {})", e.utf8_error().valid_up_to()),
+    })?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.len() != NUM_CLASSES {
+        return Err(DataError::BadMeta {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} class names, expected {NUM_CLASSES} (one per line)",
+                names.len()
+            ),
+        });
+    }
+    Ok(names)
+}
