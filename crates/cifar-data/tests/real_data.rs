@@ -1,0 +1,124 @@
+//! The real CIFAR-10, from `<workspace>/../shared/data/cifar-10-binary.tar.gz` when present.
+//! One test, so the archive is extracted once per run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cifar_data::fetch::{self, FetchOptions, FetchOutcome, FetchSource};
+use cifar_data::{
+    load, split, BatchLoader, LoaderConfig, NormalizationConfig, Normalizer, SplitConfig,
+    TRAIN_FILES,
+};
+
+fn archive() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/cifar-10-binary.tar.gz");
+    p.is_file().then_some(p)
+}
+
+#[test]
+fn real_cifar10_fetch_load_split_normalize() {
+    let Some(archive) = archive() else {
+        eprintln!("skipping: ../shared/data/cifar-10-binary.tar.gz not found beside the workspace");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = FetchOptions::new(tmp.path());
+    opts.from = Some(archive.clone());
+
+    // fetch --from: installed; the repackaged container differs, the .bin files verify.
+    let t = Instant::now();
+    match fetch::fetch(&opts).unwrap() {
+        FetchOutcome::Installed {
+            source,
+            archive_md5_matches,
+            ..
+        } => {
+            assert_eq!(source, FetchSource::Local(archive));
+            assert!(
+                !archive_md5_matches,
+                "the shared copy is a rebuilt container"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    eprintln!("fetch --from: {:?}", t.elapsed());
+    assert!(matches!(
+        fetch::fetch(&opts).unwrap(),
+        FetchOutcome::AlreadyPresent { .. }
+    ));
+
+    let t = Instant::now();
+    let data = load(tmp.path()).unwrap();
+    eprintln!("load 60,000 images: {:?}", t.elapsed());
+    assert_eq!(data.train.len(), 50_000);
+    assert_eq!(data.test.len(), 10_000);
+    assert_eq!(data.train.class_counts(), [5000; 10]);
+    assert_eq!(data.test.class_counts(), [1000; 10]);
+    assert_eq!(&data.train.labels()[..5], &[6, 9, 9, 4, 1]);
+    assert_eq!(&data.test.labels()[..5], &[3, 8, 8, 0, 6]);
+    assert_eq!(
+        data.class_names,
+        [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck"
+        ]
+    );
+
+    // Paper split: the last 5,000 training images (end of data_batch_5) validate.
+    let s = split(&data, &SplitConfig::default()).unwrap();
+    assert_eq!(s.train.len(), 45_000);
+    let val = s.val.as_ref().unwrap();
+    assert_eq!(val.len(), 5_000);
+    assert_eq!(val.image(0), data.train.image(45_000));
+    let batch5 = cifar_data::read_batch_file(
+        &tmp.path().join("cifar-10-batches-bin").join(TRAIN_FILES[4]),
+        Some(10_000),
+    )
+    .unwrap();
+    assert_eq!(*val, batch5.slice(5_000..10_000));
+
+    // Well-known per-channel statistics of the 50,000 training images.
+    let pc = Normalizer::fit(
+        &NormalizationConfig::PerChannel {
+            mean: None,
+            std: None,
+        },
+        &data.train,
+    );
+    for (c, (m, sd)) in [(0.4914, 0.2470), (0.4822, 0.2435), (0.4465, 0.2616)]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(
+            (pc.mean()[c * 1024] - m).abs() < 1e-4,
+            "{c}: {}",
+            pc.mean()[c * 1024]
+        );
+        assert!(
+            (pc.std()[c * 1024] - sd).abs() < 1e-4,
+            "{c}: {}",
+            pc.std()[c * 1024]
+        );
+    }
+
+    // One augmented training batch.
+    let train = Arc::new(s.train);
+    let norm = Arc::new(Normalizer::fit(&NormalizationConfig::PerPixelMean, &train));
+    let mean_of_means = norm.mean().iter().sum::<f32>() / 3072.0;
+    assert!((0.44..0.50).contains(&mean_of_means), "{mean_of_means}");
+    let loader = BatchLoader::new(train, norm, LoaderConfig::default());
+    assert_eq!(loader.batches_per_epoch(), 352);
+    let b = loader.epoch(0, 0).next().unwrap();
+    assert_eq!(b.len(), 128);
+    assert!(b.images.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+}
