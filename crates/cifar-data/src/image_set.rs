@@ -37,6 +37,12 @@ impl ImageSet {
         Ok(Self { images, labels })
     }
 
+    /// Wraps buffers already known to be consistent (crate-internal fast path).
+    pub(crate) fn from_validated(images: Vec<u8>, labels: Vec<u8>) -> Self {
+        debug_assert_eq!(images.len(), labels.len() * IMAGE_BYTES);
+        Self { images, labels }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

@@ -62,16 +62,67 @@ pub fn load_with_records(
         }
     }
     let class_names = read_class_names(&root.join(META_FILE))?;
-    let mut sets: Vec<ImageSet> = paths
+    // Read and validate the six files in parallel, then unpack the records straight into
+    // the final buffers (one copy).
+    let raw: Vec<(Vec<u8>, usize)> = paths
         .par_iter()
-        .map(|p| read_batch_file(p, records_per_file))
-        .collect::<Result<_, _>>()?;
-    let test = sets.pop().expect("six files were read");
-    let train = ImageSet::concat(&sets);
+        .map(|p| {
+            let bytes = read_file(p)?;
+            let n = validate_batch(&bytes, p, records_per_file)?;
+            Ok((bytes, n))
+        })
+        .collect::<Result<_, DataError>>()?;
+    let raw: Vec<(&[u8], usize)> = raw.iter().map(|(b, n)| (b.as_slice(), *n)).collect();
+    let (train_raw, test_raw) = raw.split_at(TRAIN_FILES.len());
+    let train = unpack(train_raw);
+    let test = unpack(test_raw);
     Ok(Cifar10 {
         train,
         test,
         class_names,
+    })
+}
+
+/// Concatenates validated batch files into one set, unpacking in parallel.
+fn unpack(files: &[(&[u8], usize)]) -> ImageSet {
+    let total: usize = files.iter().map(|(_, n)| n).sum();
+    let mut images = vec![0u8; total * IMAGE_BYTES];
+    let mut labels = vec![0u8; total];
+    let mut jobs = Vec::with_capacity(files.len());
+    let (mut img_rest, mut lab_rest) = (&mut images[..], &mut labels[..]);
+    for (bytes, n) in files {
+        let (img, r1) = img_rest.split_at_mut(n * IMAGE_BYTES);
+        let (lab, r2) = lab_rest.split_at_mut(*n);
+        jobs.push((*bytes, img, lab));
+        (img_rest, lab_rest) = (r1, r2);
+    }
+    jobs.into_par_iter()
+        .for_each(|(bytes, img, lab)| unpack_into(bytes, img, lab));
+    ImageSet::from_validated(images, labels)
+}
+
+/// Splits records into pixels and labels (sizes already validated).
+fn unpack_into(bytes: &[u8], images: &mut [u8], labels: &mut [u8]) {
+    for ((rec, img), lab) in bytes
+        .chunks_exact(RECORD_BYTES)
+        .zip(images.chunks_exact_mut(IMAGE_BYTES))
+        .zip(labels.iter_mut())
+    {
+        *lab = rec[0];
+        img.copy_from_slice(&rec[1..]);
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+                hint: FETCH_HINT.to_string(),
+            }
+        } else {
+            DataError::io(path, e)
+        }
     })
 }
 
@@ -87,16 +138,7 @@ pub(crate) fn batches_dir(dir: &Path) -> PathBuf {
 
 /// Reads one `.bin` batch file (see [`parse_batch`]).
 pub fn read_batch_file(path: &Path, records: Option<usize>) -> Result<ImageSet, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DataError::MissingFile {
-                path: path.to_path_buf(),
-                hint: FETCH_HINT.to_string(),
-            }
-        } else {
-            DataError::io(path, e)
-        }
-    })?;
+    let bytes = read_file(path)?;
     parse_batch(&bytes, path, records)
 }
 
@@ -107,6 +149,12 @@ pub fn parse_batch(
     path: &Path,
     records: Option<usize>,
 ) -> Result<ImageSet, DataError> {
+    let n = validate_batch(bytes, path, records)?;
+    Ok(unpack(&[(bytes, n)]))
+}
+
+/// Checks the length and every label of a batch file; returns its number of records.
+fn validate_batch(bytes: &[u8], path: &Path, records: Option<usize>) -> Result<usize, DataError> {
     let actual = bytes.len();
     let whole = actual / RECORD_BYTES;
     let expected_records = records.unwrap_or(whole.max(1));
@@ -126,8 +174,6 @@ pub fn parse_batch(
             problem,
         });
     }
-    let mut images = Vec::with_capacity(expected_records * IMAGE_BYTES);
-    let mut labels = Vec::with_capacity(expected_records);
     for (record, chunk) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
         let label = chunk[0];
         if usize::from(label) >= NUM_CLASSES {
@@ -138,10 +184,8 @@ pub fn parse_batch(
                 label,
             });
         }
-        labels.push(label);
-        images.extend_from_slice(&chunk[1..]);
     }
-    ImageSet::new(images, labels)
+    Ok(expected_records)
 }
 
 /// Reads the ten class names from `batches.meta.txt` (one per line; blank lines ignored).
