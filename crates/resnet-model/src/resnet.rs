@@ -1,0 +1,123 @@
+//! [`ResNet`]: the network as a candle-nn style module built from a `VarBuilder`.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::batch_norm::{batch_norm, BatchNorm, BatchNormConfig};
+use crate::block::BasicBlock;
+use crate::config::ResNetConfig;
+use crate::conv::{conv2d, Conv2d, Conv2dConfig};
+use crate::init;
+
+/// Number of input channels (RGB).
+pub const IN_CHANNELS: usize = 3;
+
+/// The CIFAR ResNet: `conv1` (3x3) → `bn1` + ReLU → `layer1..3` (n basic blocks each,
+/// stride 2 at the first block of stages 2 and 3) → global average pool → `linear`.
+///
+/// Built from any `VarBuilder` with PyTorch's `state_dict` names (`vb.pp("layer1").pp(0)
+/// .pp("conv1")` is `layer1.0.conv1`). [`crate::ResNetModel`] owns the tensors and adds
+/// initialization, (de)serialization and the parameter/buffer split.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    stages: Vec<Vec<BasicBlock>>,
+    linear: Linear,
+    cfg: ResNetConfig,
+}
+
+impl ResNet {
+    /// Builds the network for `cfg` (validated first) from `vb`.
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        cfg.validate()?;
+        let w = cfg.base_width;
+        let conv1 = conv2d(
+            IN_CHANNELS,
+            w,
+            3,
+            Conv2dConfig {
+                stride: 1,
+                padding: 1,
+            },
+            vb.pp("conv1"),
+        )?;
+        let bn1 = batch_norm(
+            w,
+            BatchNormConfig {
+                relu: true,
+                ..Default::default()
+            },
+            vb.pp("bn1"),
+        )?;
+        let mut stages = Vec::with_capacity(3);
+        let mut in_channels = w;
+        for stage in 0..3 {
+            let out_channels = cfg.stage_width(stage);
+            let vb_stage = vb.pp(format!("layer{}", stage + 1));
+            let mut blocks = Vec::with_capacity(cfg.n());
+            for i in 0..cfg.n() {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                blocks.push(BasicBlock::new(
+                    in_channels,
+                    out_channels,
+                    stride,
+                    cfg.shortcut,
+                    vb_stage.pp(i),
+                )?);
+                in_channels = out_channels;
+            }
+            stages.push(blocks);
+        }
+        let vb_lin = vb.pp("linear");
+        let weight = vb_lin.get_with_hints(
+            (cfg.num_classes, in_channels),
+            "weight",
+            init::kaiming_normal(in_channels),
+        )?;
+        let bias = vb_lin.get_with_hints(
+            cfg.num_classes,
+            "bias",
+            init::linear_bias_uniform(in_channels),
+        )?;
+        Ok(Self {
+            conv1,
+            bn1,
+            stages,
+            linear: Linear::new(weight, Some(bias)),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ResNetConfig {
+        &self.cfg
+    }
+
+    /// The blocks of stage `stage` (0, 1 or 2).
+    pub fn stage(&self, stage: usize) -> &[BasicBlock] {
+        self.stages.get(stage).map_or(&[], |s| s.as_slice())
+    }
+
+    /// Global-average-pooled features `[N, 4 * base_width]` before the linear layer.
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != IN_CHANNELS {
+            candle_core::bail!(
+                "ResNet input must have shape [N, {IN_CHANNELS}, H, W], got {dims:?}"
+            );
+        }
+        let mut h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?;
+        for block in self.stages.iter().flatten() {
+            h = block.forward_t(&h, train)?;
+        }
+        h.mean((2, 3))
+    }
+}
+
+impl ModuleT for ResNet {
+    /// Logits `[N, num_classes]` for images `[N, 3, H, W]`.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.linear.forward(&self.features_t(x, train)?)
+    }
+}
