@@ -49,7 +49,11 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `state` with the config in the metadata to `path`: first to a temporary file in
 /// the same directory, then renamed over `path`, so a failure never leaves a partial file.
-pub fn write_state(cfg: &ResNetConfig, state: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+pub fn write_state(
+    cfg: &ResNetConfig,
+    state: &BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
     let cfg_json = serde_json::to_string(cfg).map_err(candle_core::Error::wrap)?;
     let metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),

@@ -59,7 +59,12 @@ impl Summary {
         let w = cfg.base_width;
         row("input", "Input", vec![IN_CHANNELS, size, size], 0);
         row("conv1", "Conv2d 3x3", vec![w, size, size], params("conv1."));
-        row("bn1", "BatchNorm2d+ReLU", vec![w, size, size], params("bn1."));
+        row(
+            "bn1",
+            "BatchNorm2d+ReLU",
+            vec![w, size, size],
+            params("bn1."),
+        );
         for stage in 0..3 {
             for i in 0..cfg.n() {
                 if stage > 0 && i == 0 {

@@ -44,7 +44,11 @@ fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize) {
     let dev = Device::Cpu;
     let model = ResNetModel::from_tensors(cfg, &with_prefix(&fx, "init."), &dev)
         .unwrap_or_else(|e| panic!("{file}: loading init.* failed: {e}"));
-    assert_eq!(model.num_parameters(), expected_params, "{file}: parameter count");
+    assert_eq!(
+        model.num_parameters(),
+        expected_params,
+        "{file}: parameter count"
+    );
     let mut report = Report::default();
 
     // Eval mode on batch 1 with the initial running statistics.
@@ -57,9 +61,17 @@ fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize) {
         let x = &fx[&format!("batch{step}.input")];
         let y = &fx[&format!("batch{step}.labels")];
         let logits = model.forward_t(x, true).unwrap();
-        report.check(&format!("step{step}.logits"), &logits, &fx[&format!("step{step}.logits")]);
+        report.check(
+            &format!("step{step}.logits"),
+            &logits,
+            &fx[&format!("step{step}.logits")],
+        );
         let loss = candle_nn::loss::cross_entropy(&logits, y).unwrap();
-        report.check(&format!("step{step}.loss"), &loss, &fx[&format!("step{step}.loss")]);
+        report.check(
+            &format!("step{step}.loss"),
+            &loss,
+            &fx[&format!("step{step}.loss")],
+        );
 
         let grads = loss.backward().unwrap();
         let params = model.parameters();
@@ -87,7 +99,10 @@ fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize) {
         let after = with_prefix(&fx, &format!("step{step}.after."));
         let ours: BTreeSet<&String> = state.keys().collect();
         let theirs: BTreeSet<&String> = after.keys().collect();
-        assert_eq!(ours, theirs, "{file}: state names differ from step{step}.after.*");
+        assert_eq!(
+            ours, theirs,
+            "{file}: state names differ from step{step}.after.*"
+        );
         for (name, t) in &state {
             report.check(&format!("step{step}.after.{name}"), t, &after[name]);
         }

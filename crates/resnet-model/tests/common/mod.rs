@@ -26,7 +26,11 @@ pub fn fixtures_dir() -> PathBuf {
 /// Path of one fixture file; panics naming it if it is missing.
 pub fn fixture_path(file: &str) -> PathBuf {
     let path = fixtures_dir().join(file);
-    assert!(path.is_file(), "golden fixture {} is missing", path.display());
+    assert!(
+        path.is_file(),
+        "golden fixture {} is missing",
+        path.display()
+    );
     path
 }
 
@@ -62,7 +66,11 @@ pub fn max_diff(ours: &Tensor, reference: &Tensor) -> (f32, f32) {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
     (diff, scale)
 }
