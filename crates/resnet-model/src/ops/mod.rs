@@ -1,10 +1,56 @@
 //! Hot kernels of the network: conv2d and BatchNorm (forward and backward).
 //!
-//! Every fast op has a `_slow` twin built from plain candle ops; the tests compare the two and
-//! both against the PyTorch fixtures. On devices other than the CPU the fast ops fall back to
-//! the slow ones, so a CUDA build still works.
+//! Every fast op is a candle custom op with its own backward, so `loss.backward()` works
+//! through it, and has a `_slow` twin built from plain candle ops; the tests compare the two
+//! and both against the PyTorch fixtures. The fast kernels run for f32 tensors on the CPU;
+//! on other devices or dtypes every op falls back to its `_slow` twin, so a CUDA build still
+//! works.
+//!
+//! CPU design:
+//! - conv2d: im2col / col2im on chunks of images plus one single-threaded GEMM (`gemm`
+//!   crate) per image, rayon across chunks; the backward runs two further custom ops
+//!   (input gradient, weight gradient). Chunk sizes depend only on the shapes and the weight
+//!   gradient sums per-chunk partials in chunk order, so results are bit-identical for any
+//!   number of threads.
+//! - BatchNorm: two passes forward (statistics, normalise + ReLU) and two backward
+//!   (reductions, input gradient), per-channel sums in a fixed order.
+//! - `add_relu` and `subsample_pad`: single-pass kernels.
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use resnet_model::ops;
+//!
+//! # fn main() -> candle_core::Result<()> {
+//! let dev = Device::Cpu;
+//! let x = Tensor::ones((2, 3, 8, 8), candle_core::DType::F32, &dev)?;
+//! let w = Var::ones((4, 3, 3, 3), candle_core::DType::F32, &dev)?;
+//! let gamma = Var::ones(4, candle_core::DType::F32, &dev)?;
+//! let beta = Var::zeros(4, candle_core::DType::F32, &dev)?;
+//! let y = ops::conv2d(&x, &w, 1, 1)?;
+//! let bn = ops::batch_norm_train(&y, &gamma, &beta, 1e-5, true)?;
+//! let grads = bn.y.sum_all()?.backward()?;
+//! assert_eq!(grads.get(&w).unwrap().dims(), &[4, 3, 3, 3]);
+//! # Ok(())
+//! # }
+//! ```
 
-use candle_core::{Result, Tensor, D};
+mod batch_norm;
+mod channel;
+mod conv;
+mod elementwise;
+mod gemm;
+mod im2col;
+mod reference;
+mod storage;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{bail, Result, Tensor};
+
+pub use reference::{
+    add_relu_slow, batch_norm_eval_slow, batch_norm_train_slow, conv2d_slow, subsample_pad_slow,
+};
+use storage::fast_path;
 
 /// Output of a training-mode BatchNorm: the normalized (and optionally ReLU'd) activations,
 /// plus the per-channel batch statistics needed to update the running statistics.
@@ -21,12 +67,11 @@ pub struct BatchNormOutput {
 /// 2-D convolution without bias, square kernel, `padding` on every side, dilation 1, groups 1.
 /// `x`: `[N, Cin, H, W]`, `w`: `[Cout, Cin, K, K]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    conv2d_slow(x, w, stride, padding)
-}
-
-/// Reference implementation of [`conv2d`] with candle's own op.
-pub fn conv2d_slow(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.conv2d(w, padding, stride, 1, 1)
+    if !fast_path(&[x, w]) {
+        return conv2d_slow(x, w, stride, padding);
+    }
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, conv::Conv2d { stride, pad: padding })
 }
 
 /// Training-mode BatchNorm2d over `[N, C, H, W]` with batch statistics, optionally fused with
@@ -38,34 +83,23 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<BatchNormOutput> {
-    batch_norm_train_slow(x, weight, bias, eps, relu)
-}
-
-/// Reference implementation of [`batch_norm_train`] with plain candle ops.
-pub fn batch_norm_train_slow(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    eps: f64,
-    relu: bool,
-) -> Result<BatchNormOutput> {
-    let (_n, c, _h, _w) = x.dims4()?;
-    let xt = x.transpose(0, 1)?.flatten_from(1)?; // [C, N*H*W]
-    let mean = xt.mean(D::Minus1)?; // [C]
-    let centered = xt.broadcast_sub(&mean.unsqueeze(1)?)?;
-    let var = centered.sqr()?.mean(D::Minus1)?; // biased
-    let shape = (1, c, 1, 1);
-    let inv_std = (var.reshape(shape)? + eps)?.sqrt()?.recip()?;
+    if !fast_path(&[x, weight, bias]) {
+        return batch_norm_train_slow(x, weight, bias, eps, relu);
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let op = batch_norm::BatchNormTrain { eps, relu, saved: saved.clone() };
     let y = x
-        .broadcast_sub(&mean.reshape(shape)?)?
-        .broadcast_mul(&inv_std)?
-        .broadcast_mul(&weight.reshape(shape)?)?
-        .broadcast_add(&bias.reshape(shape)?)?;
-    let y = if relu { y.relu()? } else { y };
+        .contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let guard = saved.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(s) = guard.as_ref() else {
+        bail!("batch_norm_train: the forward kernel did not record its statistics")
+    };
+    let c = s.mean.len();
     Ok(BatchNormOutput {
         y,
-        mean: mean.detach(),
-        var: var.detach(),
+        mean: Tensor::from_vec(s.mean.clone(), c, x.device())?,
+        var: Tensor::from_vec(s.var.clone(), c, x.device())?,
     })
 }
 
@@ -79,68 +113,31 @@ pub fn batch_norm_eval(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
-    batch_norm_eval_slow(x, weight, bias, running_mean, running_var, eps, relu)
-}
-
-/// Reference implementation of [`batch_norm_eval`] with plain candle ops.
-pub fn batch_norm_eval_slow(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    running_mean: &Tensor,
-    running_var: &Tensor,
-    eps: f64,
-    relu: bool,
-) -> Result<Tensor> {
-    let c = x.dim(1)?;
-    let shape = (1, c, 1, 1);
-    let inv_std = (running_var.reshape(shape)? + eps)?.sqrt()?.recip()?;
-    let y = x
-        .broadcast_sub(&running_mean.reshape(shape)?)?
-        .broadcast_mul(&inv_std)?
-        .broadcast_mul(&weight.reshape(shape)?)?
-        .broadcast_add(&bias.reshape(shape)?)?;
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
+    if !fast_path(&[x, weight, bias, running_mean, running_var]) {
+        return batch_norm_eval_slow(x, weight, bias, running_mean, running_var, eps, relu);
     }
+    // Fold the statistics into one per-channel affine map (tiny [C] ops, differentiable in
+    // weight and bias), then apply it in a single pass.
+    let scale = weight.mul(&(running_var + eps)?.sqrt()?.recip()?)?;
+    let shift = bias.sub(&running_mean.mul(&scale)?)?;
+    x.contiguous()?
+        .apply_op3(&scale, &shift, batch_norm::ChannelAffine { relu })
 }
 
 /// `relu(a + b)`, the end of a residual block.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    add_relu_slow(a, b)
-}
-
-/// Reference implementation of [`add_relu`].
-pub fn add_relu_slow(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    (a + b)?.relu()
+    if !fast_path(&[a, b]) {
+        return add_relu_slow(a, b);
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, elementwise::AddRelu)
 }
 
 /// Option-A shortcut: `x[:, :, ::2, ::2]` zero-padded on the channel dimension with
 /// `(out_channels - C) / 2` channels on each side (`out_channels - C` must be even).
 pub fn subsample_pad(x: &Tensor, out_channels: usize) -> Result<Tensor> {
-    subsample_pad_slow(x, out_channels)
-}
-
-/// Reference implementation of [`subsample_pad`] with plain candle ops.
-pub fn subsample_pad_slow(x: &Tensor, out_channels: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    if out_channels < c || (out_channels - c) % 2 != 0 {
-        candle_core::bail!(
-            "subsample_pad: cannot pad {c} channels to {out_channels} symmetrically"
-        );
+    if !fast_path(&[x]) {
+        return subsample_pad_slow(x, out_channels);
     }
-    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    // Pad odd sizes by one so the reshape trick works; the padded row/col is never selected.
-    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
-    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
-    let sub = x
-        .reshape((n, c, h2, 2, w2, 2))?
-        .narrow(3, 0, 1)?
-        .narrow(5, 0, 1)?
-        .reshape((n, c, h2, w2))?;
-    let p = (out_channels - c) / 2;
-    sub.pad_with_zeros(1, p, p)
+    x.contiguous()?
+        .apply_op1(elementwise::SubsamplePad { out_channels })
 }
-

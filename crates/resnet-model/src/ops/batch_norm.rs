@@ -1,0 +1,180 @@
+//! Fused BatchNorm2d (+ optional ReLU) as candle custom ops.
+//!
+//! Training forward: one statistics pass and one normalisation pass over `x`. Backward: one
+//! reduction pass and one input-gradient pass over `(x, dy)`; the ReLU mask is recomputed
+//! from `x` with the forward's arithmetic instead of being stored.
+//! Eval mode folds the running statistics into a per-channel affine map.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::channel::{affine, grad_input, grad_sums, mean_var, GradCoef, Masked, Planes};
+use super::storage::{output, slice, to_vec, with_data};
+
+/// What the training forward keeps for its backward and for the running statistics.
+#[derive(Debug, Clone)]
+pub(crate) struct Saved {
+    pub(crate) mean: Vec<f32>,
+    /// Biased batch variance.
+    pub(crate) var: Vec<f32>,
+    invstd: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+/// Training-mode BatchNorm over `(x, weight, bias)` with batch statistics.
+pub(crate) struct BatchNormTrain {
+    pub(crate) eps: f64,
+    pub(crate) relu: bool,
+    pub(crate) saved: Arc<Mutex<Option<Saved>>>,
+}
+
+fn params<'a>(op: &str, c: usize, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let v = slice(op, s, l)?;
+    if v.len() != c || l.dims().len() != 1 {
+        bail!("{op}: expected a per-channel parameter of shape [{c}], got {:?}", l.dims())
+    }
+    Ok(v)
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "resnet-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "batch_norm_train";
+        let p = Planes::from_dims(OP, l1.dims())?;
+        let x = slice(OP, s1, l1)?;
+        let gamma = params(OP, p.c, s2, l2)?;
+        let beta = params(OP, p.c, s3, l3)?;
+        let (mean, var) = mean_var(p, x);
+        let mut s = Saved {
+            mean: Vec::with_capacity(p.c),
+            var: Vec::with_capacity(p.c),
+            invstd: Vec::with_capacity(p.c),
+            scale: Vec::with_capacity(p.c),
+            shift: Vec::with_capacity(p.c),
+        };
+        for c in 0..p.c {
+            let invstd = 1.0 / (var[c] + self.eps).sqrt();
+            let scale = f64::from(gamma[c]) * invstd;
+            s.mean.push(mean[c] as f32);
+            s.var.push(var[c] as f32);
+            s.invstd.push(invstd as f32);
+            s.scale.push(scale as f32);
+            s.shift.push((f64::from(beta[c]) - mean[c] * scale) as f32);
+        }
+        let y = affine(p, x, &s.scale, &s.shift, self.relu);
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
+        Ok(output(y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "batch_norm_train backward";
+        let Some(s) = self.saved.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            bail!("{OP}: no saved statistics (forward did not run on the CPU)")
+        };
+        let p = Planes::from_dims(OP, x.dims())?;
+        let mask = Masked { scale: &s.scale, shift: &s.shift, relu: self.relu };
+        let m = p.per_channel().max(1) as f64;
+        let (dx, dgamma, dbeta) = with_data(OP, x, |xs| {
+            with_data(OP, dy, |gs| {
+                let (s1, s2) = grad_sums(p, xs, gs, mask, &s.mean);
+                let mut a = Vec::with_capacity(p.c);
+                let mut b = Vec::with_capacity(p.c);
+                let mut dgamma = Vec::with_capacity(p.c);
+                for c in 0..p.c {
+                    let (sc, is) = (f64::from(s.scale[c]), f64::from(s.invstd[c]));
+                    a.push((-sc * is * is * s2[c] / m) as f32);
+                    b.push((-sc * s1[c] / m) as f32);
+                    dgamma.push((s2[c] * is) as f32);
+                }
+                let coef = GradCoef { k: &s.scale, center: &s.mean, a: &a, b: &b };
+                let dbeta: Vec<f32> = s1.iter().map(|&v| v as f32).collect();
+                (grad_input(p, xs, gs, mask, &coef), dgamma, dbeta)
+            })
+        })??;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dgamma, p.c, dev)?),
+            Some(Tensor::from_vec(dbeta, p.c, dev)?),
+        ))
+    }
+}
+
+/// `relu?(x * scale[c] + shift[c])` over `(x, scale, shift)`: the eval-mode BatchNorm once
+/// the running statistics are folded into `scale` and `shift`.
+pub(crate) struct ChannelAffine {
+    pub(crate) relu: bool,
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "resnet-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "batch_norm_eval";
+        let p = Planes::from_dims(OP, l1.dims())?;
+        let x = slice(OP, s1, l1)?;
+        let scale = params(OP, p.c, s2, l2)?;
+        let shift = params(OP, p.c, s3, l3)?;
+        Ok(output(affine(p, x, scale, shift, self.relu), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "batch_norm_eval backward";
+        let p = Planes::from_dims(OP, x.dims())?;
+        let (sc, sh) = (to_vec(OP, scale)?, to_vec(OP, shift)?);
+        let mask = Masked { scale: &sc, shift: &sh, relu: self.relu };
+        let zeros = vec![0f32; p.c];
+        let (dx, dscale, dshift) = with_data(OP, x, |xs| {
+            with_data(OP, dy, |gs| {
+                let (s1, s2) = grad_sums(p, xs, gs, mask, &zeros);
+                let coef = GradCoef { k: &sc, center: &zeros, a: &zeros, b: &zeros };
+                let dx = grad_input(p, xs, gs, mask, &coef);
+                let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+                (dx, f(s2), f(s1))
+            })
+        })??;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dscale, p.c, dev)?),
+            Some(Tensor::from_vec(dshift, p.c, dev)?),
+        ))
+    }
+}

@@ -1,0 +1,199 @@
+//! Per-channel kernels on NCHW data shared by the BatchNorm ops: statistics, the fused
+//! affine (+ ReLU) map, and the two passes of its backward.
+//!
+//! Reductions are parallel over channels; each channel is summed image by image in a fixed
+//! order (16 f32 lanes within a row, f64 across rows), so results do not depend on the
+//! number of threads.
+
+use rayon::prelude::*;
+
+use super::storage::Uninit;
+
+/// Dimensions of an NCHW tensor seen as `n` images of `c` planes of `hw` elements.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Planes {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) hw: usize,
+}
+
+impl Planes {
+    pub(crate) fn from_dims(op: &str, dims: &[usize]) -> candle_core::Result<Self> {
+        match *dims {
+            [n, c, h, w] => Ok(Self { n, c, hw: h * w }),
+            _ => candle_core::bail!("{op}: expected an [N, C, H, W] tensor, got shape {dims:?}"),
+        }
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+    /// Number of elements reduced per channel.
+    pub(crate) fn per_channel(&self) -> usize {
+        self.n * self.hw
+    }
+    fn plane<'a>(&self, t: &'a [f32], n: usize, c: usize) -> &'a [f32] {
+        &t[(n * self.c + c) * self.hw..][..self.hw]
+    }
+}
+
+const LANES: usize = 16;
+
+#[inline(always)]
+fn lane_sum(l: &[f32; LANES]) -> f64 {
+    l.iter().map(|&v| f64::from(v)).sum()
+}
+
+/// Per-channel `(Σ (x - s), Σ (x - s)²)` with the shift `s = x[0, c, 0, 0]`, which keeps the
+/// variance free of cancellation when the mean is large.
+fn shifted_moments(p: Planes, x: &[f32], c: usize) -> (f64, f64, f32) {
+    let shift = if p.per_channel() > 0 { p.plane(x, 0, c)[0] } else { 0.0 };
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for n in 0..p.n {
+        let row = p.plane(x, n, c);
+        let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
+        let mut it = row.chunks_exact(LANES);
+        for ch in &mut it {
+            for i in 0..LANES {
+                let d = ch[i] - shift;
+                a[i] += d;
+                q[i] += d * d;
+            }
+        }
+        for (i, &v) in it.remainder().iter().enumerate() {
+            let d = v - shift;
+            a[i] += d;
+            q[i] += d * d;
+        }
+        s1 += lane_sum(&a);
+        s2 += lane_sum(&q);
+    }
+    (s1, s2, shift)
+}
+
+/// Per-channel batch mean and biased variance, computed in f64.
+pub(crate) fn mean_var(p: Planes, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let m = p.per_channel().max(1) as f64;
+    (0..p.c)
+        .into_par_iter()
+        .map(|c| {
+            let (s1, s2, shift) = shifted_moments(p, x, c);
+            let d = s1 / m;
+            (f64::from(shift) + d, (s2 / m - d * d).max(0.0))
+        })
+        .unzip()
+}
+
+#[inline(always)]
+fn affine_plane(dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32, relu: bool) {
+    if relu {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write((v * scale + shift).max(0.0));
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(v * scale + shift);
+        }
+    }
+}
+
+/// `y = x * scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
+pub(crate) fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = Uninit::new(p.len());
+    let img = p.c * p.hw;
+    if img > 0 {
+        y.slots()
+            .par_chunks_mut(img)
+            .zip(x.par_chunks(img))
+            .for_each(|(yi, xi)| {
+                for c in 0..p.c {
+                    let r = c * p.hw..(c + 1) * p.hw;
+                    affine_plane(&mut yi[r.clone()], &xi[r], scale[c], shift[c], relu);
+                }
+            });
+    }
+    // SAFETY: every plane of every image was written.
+    unsafe { y.assume_init() }
+}
+
+/// The gradient reaching the affine map: `dy`, masked by `x * scale + shift > 0` when the
+/// forward applied a ReLU (same arithmetic as the forward, so the same mask).
+#[derive(Clone, Copy)]
+pub(crate) struct Masked<'a> {
+    pub(crate) scale: &'a [f32],
+    pub(crate) shift: &'a [f32],
+    pub(crate) relu: bool,
+}
+
+/// Per-channel `(Σ g, Σ g * (x - center[c]))` where `g` is the (masked) gradient.
+pub(crate) fn grad_sums(
+    p: Planes,
+    x: &[f32],
+    dy: &[f32],
+    m: Masked<'_>,
+    center: &[f32],
+) -> (Vec<f64>, Vec<f64>) {
+    (0..p.c)
+        .into_par_iter()
+        .map(|c| {
+            let (sc, sh, ce) = (m.scale[c], m.shift[c], center[c]);
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for n in 0..p.n {
+                let (xr, gr) = (p.plane(x, n, c), p.plane(dy, n, c));
+                let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
+                let mut xi = xr.chunks_exact(LANES);
+                let mut gi = gr.chunks_exact(LANES);
+                for (xc, gc) in (&mut xi).zip(&mut gi) {
+                    for i in 0..LANES {
+                        let keep = !m.relu || xc[i] * sc + sh > 0.0;
+                        let g = if keep { gc[i] } else { 0.0 };
+                        a[i] += g;
+                        q[i] += g * (xc[i] - ce);
+                    }
+                }
+                for (i, (&xv, &gv)) in xi.remainder().iter().zip(gi.remainder()).enumerate() {
+                    let keep = !m.relu || xv * sc + sh > 0.0;
+                    let g = if keep { gv } else { 0.0 };
+                    a[i] += g;
+                    q[i] += g * (xv - ce);
+                }
+                s1 += lane_sum(&a);
+                s2 += lane_sum(&q);
+            }
+            (s1, s2)
+        })
+        .unzip()
+}
+
+/// Per-channel coefficients of the input gradient
+/// `dx = g * k[c] + (x - center[c]) * a[c] + b[c]` with `g` the masked gradient.
+pub(crate) struct GradCoef<'a> {
+    pub(crate) k: &'a [f32],
+    pub(crate) center: &'a [f32],
+    pub(crate) a: &'a [f32],
+    pub(crate) b: &'a [f32],
+}
+
+/// Input gradient of the affine map (and of BatchNorm, through `GradCoef`).
+pub(crate) fn grad_input(p: Planes, x: &[f32], dy: &[f32], m: Masked<'_>, k: &GradCoef<'_>) -> Vec<f32> {
+    let mut dx = Uninit::new(p.len());
+    let img = p.c * p.hw;
+    if img > 0 {
+        dx.slots()
+            .par_chunks_mut(img)
+            .zip(x.par_chunks(img).zip(dy.par_chunks(img)))
+            .for_each(|(di, (xi, gi))| {
+                for c in 0..p.c {
+                    let r = c * p.hw..(c + 1) * p.hw;
+                    let (sc, sh, kc, ce, ac, bc) =
+                        (m.scale[c], m.shift[c], k.k[c], k.center[c], k.a[c], k.b[c]);
+                    for ((d, &xv), &gv) in di[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
+                        let keep = !m.relu || xv * sc + sh > 0.0;
+                        let g = if keep { gv } else { 0.0 };
+                        d.write(g * kc + ((xv - ce) * ac + bc));
+                    }
+                }
+            });
+    }
+    // SAFETY: every plane of every image was written.
+    unsafe { dx.assume_init() }
+}

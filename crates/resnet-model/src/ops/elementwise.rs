@@ -1,0 +1,156 @@
+//! Fused `relu(a + b)` and the option-A shortcut (`x[:, :, ::2, ::2]` + channel zero-padding)
+//! as candle custom ops.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::storage::{output, slice, with_data, Uninit};
+
+/// Elements per parallel task of the elementwise kernels.
+const BLOCK: usize = 1 << 15;
+
+/// `relu(a + b)`, differentiable in both arguments.
+pub(crate) struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "resnet-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!("add_relu: shape mismatch {:?} vs {:?}", l1.dims(), l2.dims())
+        }
+        let a = slice("add_relu", s1, l1)?;
+        let b = slice("add_relu", s2, l2)?;
+        let mut z = Uninit::new(a.len());
+        z.slots()
+            .par_chunks_mut(BLOCK)
+            .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
+            .for_each(|(z, (a, b))| {
+                for ((z, &a), &b) in z.iter_mut().zip(a).zip(b) {
+                    z.write((a + b).max(0.0));
+                }
+            });
+        // SAFETY: every block was written.
+        Ok(output(unsafe { z.assume_init() }, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        z: &Tensor,
+        dz: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "add_relu backward";
+        let g = with_data(OP, z, |zs| {
+            with_data(OP, dz, |gs| {
+                let mut g = Uninit::new(zs.len());
+                g.slots()
+                    .par_chunks_mut(BLOCK)
+                    .zip(zs.par_chunks(BLOCK).zip(gs.par_chunks(BLOCK)))
+                    .for_each(|(d, (z, g))| {
+                        for ((d, &z), &g) in d.iter_mut().zip(z).zip(g) {
+                            d.write(if z > 0.0 { g } else { 0.0 });
+                        }
+                    });
+                // SAFETY: every block was written.
+                unsafe { g.assume_init() }
+            })
+        })??;
+        let g = Tensor::from_vec(g, z.shape(), z.device())?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// Geometry of the option-A shortcut.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SubsamplePad {
+    pub(crate) out_channels: usize,
+}
+
+struct Dims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    h2: usize,
+    w2: usize,
+    pad: usize,
+    co: usize,
+}
+
+impl SubsamplePad {
+    fn dims(&self, d: &[usize]) -> Result<Dims> {
+        let &[n, c, h, w] = d else {
+            bail!("subsample_pad: expected an [N, C, H, W] tensor, got shape {d:?}")
+        };
+        let co = self.out_channels;
+        if co < c || (co - c) % 2 != 0 {
+            bail!("subsample_pad: cannot pad {c} channels to {co} symmetrically")
+        }
+        Ok(Dims { n, c, h, w, h2: h.div_ceil(2), w2: w.div_ceil(2), pad: (co - c) / 2, co })
+    }
+}
+
+impl CustomOp1 for SubsamplePad {
+    fn name(&self) -> &'static str {
+        "resnet-subsample-pad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(l.dims())?;
+        let x = slice("subsample_pad", s, l)?;
+        let (p2, img) = (d.h2 * d.w2, d.co * d.h2 * d.w2);
+        let mut y = Uninit::new(d.n * img);
+        if img > 0 {
+            y.slots().par_chunks_mut(img).enumerate().for_each(|(n, yi)| {
+                for (co, plane) in yi.chunks_mut(p2).enumerate() {
+                    if co < d.pad || co >= d.pad + d.c {
+                        plane.fill(std::mem::MaybeUninit::new(0.0));
+                        continue;
+                    }
+                    let src = &x[(n * d.c + co - d.pad) * d.h * d.w..][..d.h * d.w];
+                    for (i, row) in plane.chunks_mut(d.w2).enumerate() {
+                        let srow = &src[2 * i * d.w..][..d.w];
+                        for (o, &v) in row.iter_mut().zip(srow.iter().step_by(2)) {
+                            o.write(v);
+                        }
+                    }
+                }
+            });
+        }
+        // SAFETY: every plane was written.
+        Ok(output(unsafe { y.assume_init() }, (d.n, d.co, d.h2, d.w2)))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let d = self.dims(x.dims())?;
+        let (hw, img) = (d.h * d.w, d.c * d.h * d.w);
+        let dx = with_data("subsample_pad backward", dy, |g| {
+            let mut dx = vec![0f32; d.n * img];
+            if img > 0 {
+                dx.par_chunks_mut(img).enumerate().for_each(|(n, di)| {
+                    for (c, plane) in di.chunks_mut(hw).enumerate() {
+                        let src = &g[(n * d.co + c + d.pad) * d.h2 * d.w2..][..d.h2 * d.w2];
+                        for (i, srow) in src.chunks(d.w2).enumerate() {
+                            let row = &mut plane[2 * i * d.w..][..d.w];
+                            for (o, &v) in row.iter_mut().step_by(2).zip(srow) {
+                                *o = v;
+                            }
+                        }
+                    }
+                });
+            }
+            dx
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}

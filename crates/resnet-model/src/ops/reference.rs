@@ -1,0 +1,91 @@
+//! Reference implementations of the fast ops, built from plain candle ops. They run on every
+//! device and dtype; the fast ops fall back to them off the CPU or for dtypes other than f32,
+//! and the tests compare the two.
+
+use candle_core::{Result, Tensor, D};
+
+use super::BatchNormOutput;
+
+/// Reference implementation of [`conv2d`] with candle's own op.
+pub fn conv2d_slow(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    x.conv2d(w, padding, stride, 1, 1)
+}
+
+/// Reference implementation of [`batch_norm_train`] with plain candle ops.
+pub fn batch_norm_train_slow(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<BatchNormOutput> {
+    let (_n, c, _h, _w) = x.dims4()?;
+    let xt = x.transpose(0, 1)?.flatten_from(1)?; // [C, N*H*W]
+    let mean = xt.mean(D::Minus1)?; // [C]
+    let centered = xt.broadcast_sub(&mean.unsqueeze(1)?)?;
+    let var = centered.sqr()?.mean(D::Minus1)?; // biased
+    let shape = (1, c, 1, 1);
+    let inv_std = (var.reshape(shape)? + eps)?.sqrt()?.recip()?;
+    let y = x
+        .broadcast_sub(&mean.reshape(shape)?)?
+        .broadcast_mul(&inv_std)?
+        .broadcast_mul(&weight.reshape(shape)?)?
+        .broadcast_add(&bias.reshape(shape)?)?;
+    let y = if relu { y.relu()? } else { y };
+    Ok(BatchNormOutput {
+        y,
+        mean: mean.detach(),
+        var: var.detach(),
+    })
+}
+
+/// Reference implementation of [`batch_norm_eval`] with plain candle ops.
+pub fn batch_norm_eval_slow(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let shape = (1, c, 1, 1);
+    let inv_std = (running_var.reshape(shape)? + eps)?.sqrt()?.recip()?;
+    let y = x
+        .broadcast_sub(&running_mean.reshape(shape)?)?
+        .broadcast_mul(&inv_std)?
+        .broadcast_mul(&weight.reshape(shape)?)?
+        .broadcast_add(&bias.reshape(shape)?)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// Reference implementation of [`add_relu`].
+pub fn add_relu_slow(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    (a + b)?.relu()
+}
+
+/// Reference implementation of [`subsample_pad`] with plain candle ops.
+pub fn subsample_pad_slow(x: &Tensor, out_channels: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if out_channels < c || (out_channels - c) % 2 != 0 {
+        candle_core::bail!(
+            "subsample_pad: cannot pad {c} channels to {out_channels} symmetrically"
+        );
+    }
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    // Pad odd sizes by one so the reshape trick works; the padded row/col is never selected.
+    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
+    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
+    let sub = x
+        .reshape((n, c, h2, 2, w2, 2))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((n, c, h2, w2))?;
+    let p = (out_channels - c) / 2;
+    sub.pad_with_zeros(1, p, p)
+}

@@ -1,0 +1,106 @@
+//! Raw access to f32 CPU storage for the fast kernels, output allocation and per-thread
+//! scratch buffers.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
+
+/// `true` when the fast CPU kernels apply to every tensor in `ts`: all on the CPU and f32.
+pub(crate) fn fast_path(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The contiguous f32 slice a `(storage, layout)` pair describes.
+pub(crate) fn slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => bail!("{op}: expected f32 storage, got {:?}", other.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&v[start..end]),
+        None => bail!("{op}: expected a contiguous tensor, got strides {:?}", l.stride()),
+    }
+}
+
+/// Runs `f` on the contiguous f32 CPU data of `t` (made contiguous first if needed).
+pub(crate) fn with_data<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => Ok(f(slice(op, s, layout)?)),
+        _ => bail!("{op}: expected a CPU tensor"),
+    }
+}
+
+/// Copies a small tensor (per-channel parameters) into a `Vec<f32>`.
+pub(crate) fn to_vec(op: &str, t: &Tensor) -> Result<Vec<f32>> {
+    with_data(op, t, |d| d.to_vec())
+}
+
+/// Wraps a finished output buffer as the result of a custom op.
+pub(crate) fn output(v: Vec<f32>, shape: impl Into<Shape>) -> (CpuStorage, Shape) {
+    (CpuStorage::F32(v), shape.into())
+}
+
+/// An output buffer of `n` elements that the caller promises to overwrite completely before
+/// reading it; skips the zero-fill of a fresh allocation.
+pub(crate) struct Uninit(Vec<MaybeUninit<f32>>);
+
+impl Uninit {
+    /// Allocates `n` uninitialised elements.
+    pub(crate) fn new(n: usize) -> Self {
+        let mut v = Vec::with_capacity(n);
+        // SAFETY: `MaybeUninit` needs no initialisation.
+        unsafe { v.set_len(n) };
+        Self(v)
+    }
+
+    /// The buffer as mutable uninitialised slots.
+    pub(crate) fn slots(&mut self) -> &mut [MaybeUninit<f32>] {
+        &mut self.0
+    }
+
+    /// # Safety
+    /// Every element must have been written.
+    pub(crate) unsafe fn assume_init(self) -> Vec<f32> {
+        let mut v = std::mem::ManuallyDrop::new(self.0);
+        // SAFETY: same allocation, layout-compatible element type, all elements initialised
+        // (caller's promise).
+        unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) }
+    }
+}
+
+/// Reinterprets fully-written uninitialised slots as `f32`.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+pub(crate) unsafe fn assume_init_mut(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: caller's promise; `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with two per-thread scratch buffers of at least `a` and `b` elements (contents
+/// unspecified but initialised). Buffers are reused across calls on the same thread, so the
+/// kernels do not allocate in their inner loops; a re-entrant call gets fresh buffers.
+pub(crate) fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let [x, y] = &mut *bufs;
+            if x.len() < a {
+                x.resize(a, 0.0);
+            }
+            if y.len() < b {
+                y.resize(b, 0.0);
+            }
+            f(&mut x[..a], &mut y[..b])
+        }
+        Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
+    })
+}

@@ -1,0 +1,113 @@
+//! The fast conv2d against candle's own conv2d (outputs and both gradients), against
+//! f64 finite differences, and for bit-identical results with 1 and 2 threads.
+
+mod ops_util;
+
+use candle_core::{DType, Device, Tensor};
+use ops_util::*;
+use resnet_model::ops;
+
+/// `(n, cin, h, w, cout, k, stride, pad)`
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+
+const CASES: &[Case] = &[
+    (1, 3, 8, 8, 4, 3, 1, 1),
+    (2, 5, 7, 9, 6, 3, 2, 1),
+    (3, 4, 6, 6, 8, 1, 2, 0),
+    (4, 16, 10, 10, 16, 3, 1, 1),
+    (2, 3, 11, 11, 5, 5, 3, 2),
+    (2, 2, 5, 5, 3, 1, 1, 0),
+    (3, 8, 9, 7, 4, 3, 2, 0),
+    // several images per chunk, with a partial last chunk
+    (9, 32, 8, 8, 64, 3, 1, 1),
+    (5, 16, 9, 9, 32, 3, 2, 1),
+];
+
+fn run(case: Case, seed: u64, fast: bool) -> (Tensor, Tensor, Tensor) {
+    let (n, cin, h, w, cout, k, s, p) = case;
+    let mut r = rng(seed);
+    let x = randn_var(&mut r, &[n, cin, h, w], 0.5, 1.0);
+    let wt = randn_var(&mut r, &[cout, cin, k, k], 0.0, 0.3);
+    let y = if fast {
+        ops::conv2d(&x, &wt, s, p).unwrap()
+    } else {
+        ops::conv2d_slow(&x, &wt, s, p).unwrap()
+    };
+    let probe = randn(&mut r, y.dims(), 0.0, 1.0);
+    let g = grads(&y, &probe, &[&x, &wt]);
+    (y, g[0].clone(), g[1].clone())
+}
+
+#[test]
+fn fast_matches_candle_conv2d() {
+    for (i, &case) in CASES.iter().enumerate() {
+        let (y, dx, dw) = run(case, i as u64, true);
+        let (ys, dxs, dws) = run(case, i as u64, false);
+        assert_close(&format!("{case:?} y"), &y, &ys, 1e-5);
+        assert_close(&format!("{case:?} dx"), &dx, &dxs, 1e-5);
+        assert_close(&format!("{case:?} dw"), &dw, &dws, 1e-5);
+    }
+}
+
+#[test]
+fn gradients_match_f64_finite_differences() {
+    for (i, &(n, cin, h, w, cout, k, s, p)) in [
+        (2, 3, 5, 5, 4, 3, 1, 1),
+        (2, 3, 6, 7, 4, 3, 2, 1),
+        (2, 4, 6, 6, 5, 1, 2, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = rng(100 + i as u64);
+        let x = randn_var(&mut r, &[n, cin, h, w], 0.0, 1.0);
+        let wt = randn_var(&mut r, &[cout, cin, k, k], 0.0, 0.5);
+        let y = ops::conv2d(&x, &wt, s, p).unwrap();
+        let probe = randn(&mut r, y.dims(), 0.0, 1.0);
+        let g = grads(&y, &probe, &[&x, &wt]);
+        let probe64 = probe.to_dtype(DType::F64).unwrap();
+        let f = |a: &[Tensor]| functional(&ops::conv2d_slow(&a[0], &a[1], s, p)?, &probe64);
+        let inputs = [x.as_tensor().clone(), wt.as_tensor().clone()];
+        for (j, name) in ["dx", "dw"].iter().enumerate() {
+            let num = numeric_grad(&inputs, j, 1e-3, f);
+            assert_close(&format!("case {i} {name}"), &g[j], &num, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn bit_identical_with_one_and_two_threads() {
+    for &case in &CASES[7..] {
+        let one = with_threads(1, || run(case, 7, true));
+        let two = with_threads(2, || run(case, 7, true));
+        assert_bits_eq(&format!("{case:?} y"), &one.0, &two.0);
+        assert_bits_eq(&format!("{case:?} dx"), &one.1, &two.1);
+        assert_bits_eq(&format!("{case:?} dw"), &one.2, &two.2);
+    }
+}
+
+#[test]
+fn non_contiguous_input_and_f64_fallback() {
+    let mut r = rng(5);
+    let x = randn(&mut r, &[3, 2, 6, 6], 0.0, 1.0).transpose(2, 3).unwrap();
+    let w = randn(&mut r, &[4, 2, 3, 3], 0.0, 1.0);
+    let y = ops::conv2d(&x, &w, 2, 1).unwrap();
+    assert_close("strided x", &y, &ops::conv2d_slow(&x, &w, 2, 1).unwrap(), 1e-5);
+    let (x64, w64) = (x.to_dtype(DType::F64).unwrap(), w.to_dtype(DType::F64).unwrap());
+    let y64 = ops::conv2d(&x64, &w64, 2, 1).unwrap();
+    assert_eq!(y64.dtype(), DType::F64);
+    assert_close("f64 fallback", &y64.to_dtype(DType::F32).unwrap(), &y, 1e-5);
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &dev).unwrap();
+    let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &dev).unwrap();
+    let err = ops::conv2d(&x, &w, 1, 1).unwrap_err().to_string();
+    assert!(err.contains("does not fit input"), "{err}");
+    let w = Tensor::zeros((4, 3, 9, 9), DType::F32, &dev).unwrap();
+    assert!(ops::conv2d(&x, &w, 1, 0).is_err());
+    let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &dev).unwrap();
+    assert!(ops::conv2d(&x, &w, 0, 1).is_err());
+}
