@@ -1,0 +1,230 @@
+//! ResNet CPU throughput: training steps and inference, with peak memory.
+//!
+//! ```text
+//! cargo bench -p resnet-model --bench throughput                 # train + infer, separate processes
+//! cargo bench -p resnet-model --bench throughput -- --mode train --iters 20
+//! RAYON_NUM_THREADS=1 cargo bench -p resnet-model --bench throughput
+//! ```
+//!
+//! - `train`: forward (training mode, batch statistics), cross-entropy, backward and an SGD
+//!   step with PyTorch semantics (lr 0.1, momentum 0.9, weight decay 1e-4, written inline
+//!   over `ResNetModel::parameters()`) at batch 128;
+//! - `infer`: eval-mode forward at batch 512.
+//!
+//! Each mode runs in its own process (the binary re-executes itself) so that the peak
+//! resident memory (`VmHWM`) is that of one workload. One line per mode, the same format as
+//! `bench/pytorch/bench_resnet.py`:
+//! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... peak_rss_mib=...`
+//! With `--profile`, a train run also prints the median forward / backward / update times.
+
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use resnet_model::{ResNetConfig, ResNetModel};
+
+struct Args {
+    mode: String,
+    depth: usize,
+    train_batch: usize,
+    infer_batch: usize,
+    warmup: usize,
+    iters: usize,
+    profile: bool,
+}
+
+fn parse_args() -> std::result::Result<Args, String> {
+    let mut a = Args {
+        mode: "both".into(),
+        depth: 20,
+        train_batch: 128,
+        infer_batch: 512,
+        warmup: 3,
+        iters: 10,
+        profile: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = |name: &str| -> std::result::Result<usize, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            v.parse().map_err(|e| format!("{name} {v}: {e}"))
+        };
+        match flag.as_str() {
+            "--mode" => a.mode = it.next().ok_or("--mode needs train, infer or both")?,
+            "--depth" => a.depth = num("--depth")?,
+            "--train-batch" => a.train_batch = num("--train-batch")?,
+            "--infer-batch" => a.infer_batch = num("--infer-batch")?,
+            "--warmup" => a.warmup = num("--warmup")?,
+            "--iters" => a.iters = num("--iters")?,
+            "--profile" => a.profile = true,
+            // passed by `cargo bench`
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if !["train", "infer", "both"].contains(&a.mode.as_str()) {
+        return Err(format!("--mode {}: expected train, infer or both", a.mode));
+    }
+    if a.iters == 0 {
+        return Err("--iters must be at least 1".into());
+    }
+    Ok(a)
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM` from `/proc/self/status`).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn random_batch(rng: &mut ChaCha8Rng, batch: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.sample(StandardNormal)).collect();
+    let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+    Ok((Tensor::from_vec(x, (batch, 3, 32, 32), dev)?, Tensor::from_vec(y, batch, dev)?))
+}
+
+/// SGD with momentum and weight decay, PyTorch semantics: `d = g + wd * p`,
+/// `buf = momentum * buf + d` (`buf = d` at the first step), `p -= lr * buf`.
+struct Sgd {
+    params: Vec<(String, Var)>,
+    bufs: Vec<Option<Tensor>>,
+}
+
+impl Sgd {
+    const LR: f64 = 0.1;
+    const MOMENTUM: f64 = 0.9;
+    const WD: f64 = 1e-4;
+
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        for ((name, p), buf) in self.params.iter().zip(self.bufs.iter_mut()) {
+            let Some(g) = grads.get(p.as_tensor()) else {
+                candle_core::bail!("no gradient for parameter {name}")
+            };
+            let d = (g + (p.as_tensor() * Self::WD)?)?;
+            let b = match buf.take() {
+                Some(b) => ((b * Self::MOMENTUM)? + d)?,
+                None => d,
+            };
+            p.set(&(p.as_tensor() - (&b * Self::LR)?)?)?;
+            *buf = Some(b);
+        }
+        Ok(())
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn report(mode: &str, batch: usize, times: &[f64]) {
+    let total: f64 = times.iter().sum();
+    let mut t = times.to_vec();
+    println!(
+        "RESULT impl=candle-resnet-model mode={mode} batch={batch} threads={} images_per_s={:.1} \
+         step_ms={:.1} peak_rss_mib={:.0}",
+        rayon::current_num_threads(),
+        (batch * times.len()) as f64 / total,
+        1000.0 * median(&mut t),
+        peak_rss_mib()
+    );
+}
+
+fn train(a: &Args) -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg = ResNetConfig::with_depth(a.depth);
+    let model = ResNetModel::new(&cfg, &dev, 0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (x, y) = random_batch(&mut rng, a.train_batch, &dev)?;
+    let params = model.parameters();
+    let mut sgd = Sgd { bufs: vec![None; params.len()], params };
+    let (mut times, mut fwd, mut bwd, mut upd) = (vec![], vec![], vec![], vec![]);
+    for i in 0..a.warmup + a.iters {
+        let t0 = Instant::now();
+        let logits = model.forward_t(&x, true)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        sgd.step(&grads)?;
+        drop(grads);
+        let t3 = Instant::now();
+        if i >= a.warmup {
+            times.push((t3 - t0).as_secs_f64());
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            upd.push((t3 - t2).as_secs_f64());
+        }
+        if !loss.to_scalar::<f32>()?.is_finite() {
+            candle_core::bail!("loss is not finite at step {i}");
+        }
+    }
+    report("train", a.train_batch, &times);
+    if a.profile {
+        println!(
+            "PROFILE forward_ms={:.1} backward_ms={:.1} update_ms={:.1}",
+            1000.0 * median(&mut fwd),
+            1000.0 * median(&mut bwd),
+            1000.0 * median(&mut upd)
+        );
+    }
+    Ok(())
+}
+
+fn infer(a: &Args) -> Result<()> {
+    let dev = Device::Cpu;
+    let model = ResNetModel::new(&ResNetConfig::with_depth(a.depth), &dev, 0)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (x, _) = random_batch(&mut rng, a.infer_batch, &dev)?;
+    let mut times = vec![];
+    for i in 0..a.warmup + a.iters {
+        let t0 = Instant::now();
+        let logits = model.forward_t(&x, false)?;
+        let _ = logits.to_dtype(DType::F32)?;
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    report("infer", a.infer_batch, &times);
+    Ok(())
+}
+
+fn main() {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("throughput: {e}");
+            std::process::exit(2);
+        }
+    };
+    let res = match a.mode.as_str() {
+        "train" => train(&a),
+        "infer" => infer(&a),
+        _ => {
+            // one process per mode, so that each peak-memory figure is its own
+            let exe = std::env::current_exe().expect("path of this executable");
+            let rest: Vec<String> = std::env::args().skip(1).collect();
+            for mode in ["train", "infer"] {
+                let mut args = rest.clone();
+                args.extend(["--mode".to_string(), mode.to_string()]);
+                let status = Command::new(&exe).args(&args).status().expect("run benchmark");
+                if !status.success() {
+                    eprintln!("throughput: the {mode} run failed ({status})");
+                    std::process::exit(1);
+                }
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = res {
+        eprintln!("throughput: {e}");
+        std::process::exit(1);
+    }
+}
