@@ -235,7 +235,14 @@ fn inputs(args: &Args, device: &Device) -> Res<(Tensor, Option<Tensor>)> {
     Ok((x, labels))
 }
 
-fn main() -> Res<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Res<()> {
     let args = parse_args()?;
     let device = resnet_model::default_device()?;
     let model = load_model(&args, &device)?;

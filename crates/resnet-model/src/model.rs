@@ -80,7 +80,8 @@ impl ResNetModel {
     ) -> Result<BTreeMap<String, Tensor>> {
         let err = StateDictError::compare(&cfg.name(), spec, tensors);
         if !err.is_empty() {
-            return Err(candle_core::Error::wrap(err));
+            // No backtrace: the message already names every offending tensor.
+            return Err(candle_core::Error::Wrapped(Box::new(err)));
         }
         spec.keys()
             .map(|name| {

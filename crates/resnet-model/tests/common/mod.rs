@@ -49,7 +49,8 @@ pub fn with_prefix(tensors: &HashMap<String, Tensor>, prefix: &str) -> HashMap<S
         .collect()
 }
 
-/// `max|ours - ref|` and `max|ref|` of two same-shape tensors.
+/// `max|ours - ref|` and `max|ref|` of two same-shape tensors; the difference is NaN when
+/// either side has a non-finite value (`f32::max` would silently skip a NaN).
 pub fn max_diff(ours: &Tensor, reference: &Tensor) -> (f32, f32) {
     assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
     let a = ours
@@ -66,11 +67,15 @@ pub fn max_diff(ours: &Tensor, reference: &Tensor) -> (f32, f32) {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let finite = a.iter().chain(&b).all(|x| x.is_finite());
+    let diff = if finite {
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    } else {
+        f32::NAN
+    };
     let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
     (diff, scale)
 }
@@ -95,7 +100,7 @@ impl Report {
             return;
         }
         let (diff, scale) = max_diff(ours, reference);
-        if !(diff <= 1e-4 * scale) {
+        if diff.is_nan() || diff > 1e-4 * scale {
             self.failures.push(format!(
                 "{what}: max|ours-ref| = {diff:e} > 1e-4 * max|ref| = {:e}",
                 1e-4 * scale
