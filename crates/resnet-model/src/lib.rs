@@ -1,5 +1,6 @@
 //! The CIFAR-10 ResNets of He et al. (2016, "Deep Residual Learning for Image Recognition",
-//! section 4.2) in [candle], weight-compatible with PyTorch.
+//! section 4.2) in [candle](https://github.com/huggingface/candle), weight-compatible with
+//! PyTorch.
 //!
 //! # The network
 //!

@@ -199,3 +199,10 @@ impl ResNetModel {
         crate::Summary::new(&self.cfg, &self.spec)
     }
 }
+
+impl ModuleT for ResNetModel {
+    /// Same as [`ResNetModel::forward_t`].
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.net.forward_t(x, train)
+    }
+}
