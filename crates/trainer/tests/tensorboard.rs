@@ -1,0 +1,101 @@
+//! TensorBoard event files: write, read back with CRC verification, detect corruption.
+
+use trainer::tensorboard::{
+    read_events, read_scalars, SummaryWriter, TensorBoardError, FILE_VERSION,
+};
+
+fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut w = SummaryWriter::new(dir).unwrap();
+    for step in 0..50i64 {
+        w.add_scalar("train/loss", 2.5 - step as f32 * 0.01, step * 10)
+            .unwrap();
+        w.add_scalar("train/lr", 0.1, step * 10).unwrap();
+    }
+    w.add_scalar("val/accuracy", 0.9125, 500).unwrap();
+    w.add_scalar("weird", f32::NAN, -3).unwrap();
+    w.flush().unwrap();
+    w.path().to_path_buf()
+}
+
+#[test]
+fn write_then_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_sample(dir.path());
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("events.out.tfevents."), "{name}");
+    let secs: u64 = name.split('.').nth(3).unwrap().parse().unwrap();
+    assert!(secs > 1_600_000_000);
+
+    let events = read_events(&path).unwrap();
+    assert_eq!(events[0].file_version.as_deref(), Some(FILE_VERSION));
+    assert!(events[0].scalars.is_empty());
+    assert!(events[0].wall_time > 1.6e9);
+
+    let s = read_scalars(&path).unwrap();
+    assert_eq!(s.len(), 102);
+    assert_eq!(
+        (s[0].tag.as_str(), s[0].value, s[0].step),
+        ("train/loss", 2.5, 0)
+    );
+    assert_eq!(
+        (s[3].tag.as_str(), s[3].value, s[3].step),
+        ("train/lr", 0.1, 10)
+    );
+    assert_eq!(
+        (s[100].tag.as_str(), s[100].value, s[100].step),
+        ("val/accuracy", 0.9125, 500)
+    );
+    assert!(s[101].value.is_nan() && s[101].step == -3);
+    assert!(s.windows(2).all(|w| w[0].wall_time <= w[1].wall_time));
+}
+
+#[test]
+fn two_writers_in_one_second_use_different_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = SummaryWriter::new(dir.path()).unwrap();
+    let b = SummaryWriter::new(dir.path()).unwrap();
+    assert_ne!(a.path(), b.path());
+}
+
+#[test]
+fn every_corrupted_byte_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SummaryWriter::new(dir.path()).unwrap();
+    w.add_scalar("loss", 1.0, 1).unwrap();
+    w.flush().unwrap();
+    let good = std::fs::read(w.path()).unwrap();
+    let bad_path = dir.path().join("corrupt.tfevents");
+    for i in 0..good.len() {
+        let mut bytes = good.clone();
+        bytes[i] ^= 0x20;
+        std::fs::write(&bad_path, &bytes).unwrap();
+        match read_scalars(&bad_path) {
+            Err(TensorBoardError::Corrupt { path, offset, .. }) => {
+                assert_eq!(path, bad_path);
+                assert!(
+                    offset as usize <= i,
+                    "offset {offset} after corrupted byte {i}"
+                );
+            }
+            other => panic!("flipping byte {i} gave {other:?}"),
+        }
+    }
+    // Truncation is reported with the file name and offset, too.
+    std::fs::write(&bad_path, &good[..good.len() - 3]).unwrap();
+    let msg = read_scalars(&bad_path).unwrap_err().to_string();
+    assert!(
+        msg.contains("corrupt.tfevents") && msg.contains("offset"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let msg = read_scalars(std::path::Path::new("/nonexistent/events.out.tfevents.1.x"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("/nonexistent/events.out.tfevents.1.x"),
+        "{msg}"
+    );
+}
