@@ -1,4 +1,11 @@
 //! TensorBoard event files: write, read back with CRC verification, detect corruption.
+//!
+//! Optional check with the real TensorBoard (not part of CI):
+//! `mkdir -p /tmp/tb && TB_OUT_DIR=/tmp/tb cargo test -p trainer --test tensorboard`, then in a
+//! Python environment with `pip install tensorboard`:
+//! `python -c "from tensorboard.backend.event_processing.event_accumulator import
+//! EventAccumulator as E; e = E('/tmp/tb'); e.Reload(); print(e.Tags()['scalars'],
+//! e.Scalars('train/loss')[:2])"`.
 
 use trainer::tensorboard::{
     read_events, read_scalars, SummaryWriter, TensorBoardError, FILE_VERSION,
@@ -21,6 +28,14 @@ fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
 fn write_then_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_sample(dir.path());
+    // Keep a copy for checking with the real TensorBoard when asked to (see the module docs).
+    if let Ok(out) = std::env::var("TB_OUT_DIR") {
+        std::fs::copy(
+            &path,
+            std::path::Path::new(&out).join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
     let name = path.file_name().unwrap().to_str().unwrap();
     assert!(name.starts_with("events.out.tfevents."), "{name}");
     let secs: u64 = name.split('.').nth(3).unwrap().parse().unwrap();
