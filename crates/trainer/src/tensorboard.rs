@@ -189,7 +189,9 @@ impl SummaryWriter {
 /// TFRecord's masked CRC-32C.
 pub fn masked_crc(data: &[u8]) -> u32 {
     // ((c >> 15) | (c << 17)) + 0xa282ead8, wrapping.
-    crc32c::crc32c(data).rotate_right(15).wrapping_add(0xa282_ead8)
+    crc32c::crc32c(data)
+        .rotate_right(15)
+        .wrapping_add(0xa282_ead8)
 }
 
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
