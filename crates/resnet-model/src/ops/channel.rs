@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::storage::Uninit;
+use super::storage::{multiversion, Uninit};
 
 /// Dimensions of an NCHW tensor seen as `n` images of `c` planes of `hw` elements.
 #[derive(Clone, Copy, Debug)]
@@ -43,16 +43,13 @@ fn lane_sum(l: &[f32; LANES]) -> f64 {
     l.iter().map(|&v| f64::from(v)).sum()
 }
 
-/// Per-channel `(Σ (x - s), Σ (x - s)²)` with the shift `s = x[0, c, 0, 0]`, which keeps the
-/// variance free of cancellation when the mean is large.
-fn shifted_moments(p: Planes, x: &[f32], c: usize) -> (f64, f64, f32) {
-    let shift = if p.per_channel() > 0 { p.plane(x, 0, c)[0] } else { 0.0 };
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for n in 0..p.n {
-        let row = p.plane(x, n, c);
+multiversion! {
+    /// `(Σ (v - shift), Σ (v - shift)²)` over one row, in 16 f32 lanes summed in f64.
+    fn row_moments(row: &[f32], shift: f32) -> (f64, f64) {
         let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
         let mut it = row.chunks_exact(LANES);
         for ch in &mut it {
+            let ch: &[f32; LANES] = ch.try_into().expect("exact chunk");
             for i in 0..LANES {
                 let d = ch[i] - shift;
                 a[i] += d;
@@ -64,8 +61,19 @@ fn shifted_moments(p: Planes, x: &[f32], c: usize) -> (f64, f64, f32) {
             a[i] += d;
             q[i] += d * d;
         }
-        s1 += lane_sum(&a);
-        s2 += lane_sum(&q);
+        (lane_sum(&a), lane_sum(&q))
+    }
+}
+
+/// Per-channel `(Σ (x - s), Σ (x - s)²)` with the shift `s = x[0, c, 0, 0]`, which keeps the
+/// variance free of cancellation when the mean is large.
+fn shifted_moments(p: Planes, x: &[f32], c: usize) -> (f64, f64, f32) {
+    let shift = if p.per_channel() > 0 { p.plane(x, 0, c)[0] } else { 0.0 };
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for n in 0..p.n {
+        let (a, q) = row_moments(p.plane(x, n, c), shift);
+        s1 += a;
+        s2 += q;
     }
     (s1, s2, shift)
 }
@@ -83,15 +91,23 @@ pub(crate) fn mean_var(p: Planes, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-#[inline(always)]
-fn affine_plane(dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32], scale: f32, shift: f32, relu: bool) {
-    if relu {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            d.write((v * scale + shift).max(0.0));
-        }
-    } else {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            d.write(v * scale + shift);
+multiversion! {
+    /// `dst = relu?(src * scale + shift)` over one plane.
+    fn affine_plane(
+        dst: &mut [std::mem::MaybeUninit<f32>],
+        src: &[f32],
+        scale: f32,
+        shift: f32,
+        relu: bool,
+    ) {
+        if relu {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write((v * scale + shift).max(0.0));
+            }
+        } else {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                d.write(v * scale + shift);
+            }
         }
     }
 }
@@ -124,6 +140,33 @@ pub(crate) struct Masked<'a> {
     pub(crate) relu: bool,
 }
 
+multiversion! {
+    /// `(Σ g, Σ g * (x - center))` over one row, `g = dy` masked by `x * sc + sh > 0` when
+    /// `relu`; 16 f32 lanes summed in f64.
+    fn row_grad_sums(xr: &[f32], gr: &[f32], sc: f32, sh: f32, relu: bool, ce: f32) -> (f64, f64) {
+        let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
+        let mut xi = xr.chunks_exact(LANES);
+        let mut gi = gr.chunks_exact(LANES);
+        for (xc, gc) in (&mut xi).zip(&mut gi) {
+            let xc: &[f32; LANES] = xc.try_into().expect("exact chunk");
+            let gc: &[f32; LANES] = gc.try_into().expect("exact chunk");
+            for i in 0..LANES {
+                let keep = !relu || xc[i] * sc + sh > 0.0;
+                let g = if keep { gc[i] } else { 0.0 };
+                a[i] += g;
+                q[i] += g * (xc[i] - ce);
+            }
+        }
+        for (i, (&xv, &gv)) in xi.remainder().iter().zip(gi.remainder()).enumerate() {
+            let keep = !relu || xv * sc + sh > 0.0;
+            let g = if keep { gv } else { 0.0 };
+            a[i] += g;
+            q[i] += g * (xv - ce);
+        }
+        (lane_sum(&a), lane_sum(&q))
+    }
+}
+
 /// Per-channel `(Σ g, Σ g * (x - center[c]))` where `g` is the (masked) gradient.
 pub(crate) fn grad_sums(
     p: Planes,
@@ -135,29 +178,12 @@ pub(crate) fn grad_sums(
     (0..p.c)
         .into_par_iter()
         .map(|c| {
-            let (sc, sh, ce) = (m.scale[c], m.shift[c], center[c]);
             let (mut s1, mut s2) = (0f64, 0f64);
             for n in 0..p.n {
                 let (xr, gr) = (p.plane(x, n, c), p.plane(dy, n, c));
-                let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
-                let mut xi = xr.chunks_exact(LANES);
-                let mut gi = gr.chunks_exact(LANES);
-                for (xc, gc) in (&mut xi).zip(&mut gi) {
-                    for i in 0..LANES {
-                        let keep = !m.relu || xc[i] * sc + sh > 0.0;
-                        let g = if keep { gc[i] } else { 0.0 };
-                        a[i] += g;
-                        q[i] += g * (xc[i] - ce);
-                    }
-                }
-                for (i, (&xv, &gv)) in xi.remainder().iter().zip(gi.remainder()).enumerate() {
-                    let keep = !m.relu || xv * sc + sh > 0.0;
-                    let g = if keep { gv } else { 0.0 };
-                    a[i] += g;
-                    q[i] += g * (xv - ce);
-                }
-                s1 += lane_sum(&a);
-                s2 += lane_sum(&q);
+                let (a, q) = row_grad_sums(xr, gr, m.scale[c], m.shift[c], m.relu, center[c]);
+                s1 += a;
+                s2 += q;
             }
             (s1, s2)
         })
@@ -184,16 +210,29 @@ pub(crate) fn grad_input(p: Planes, x: &[f32], dy: &[f32], m: Masked<'_>, k: &Gr
             .for_each(|(di, (xi, gi))| {
                 for c in 0..p.c {
                     let r = c * p.hw..(c + 1) * p.hw;
-                    let (sc, sh, kc, ce, ac, bc) =
-                        (m.scale[c], m.shift[c], k.k[c], k.center[c], k.a[c], k.b[c]);
-                    for ((d, &xv), &gv) in di[r.clone()].iter_mut().zip(&xi[r.clone()]).zip(&gi[r]) {
-                        let keep = !m.relu || xv * sc + sh > 0.0;
-                        let g = if keep { gv } else { 0.0 };
-                        d.write(g * kc + ((xv - ce) * ac + bc));
-                    }
+                    let coef = [m.scale[c], m.shift[c], k.k[c], k.center[c], k.a[c], k.b[c]];
+                    grad_input_plane(&mut di[r.clone()], &xi[r.clone()], &gi[r], coef, m.relu);
                 }
             });
     }
     // SAFETY: every plane of every image was written.
     unsafe { dx.assume_init() }
+}
+
+multiversion! {
+    /// One plane of [`grad_input`]; `coef = [scale, shift, k, center, a, b]`.
+    fn grad_input_plane(
+        dst: &mut [std::mem::MaybeUninit<f32>],
+        x: &[f32],
+        dy: &[f32],
+        coef: [f32; 6],
+        relu: bool,
+    ) {
+        let [sc, sh, kc, ce, ac, bc] = coef;
+        for ((d, &xv), &gv) in dst.iter_mut().zip(x).zip(dy) {
+            let keep = !relu || xv * sc + sh > 0.0;
+            let g = if keep { gv } else { 0.0 };
+            d.write(g * kc + ((xv - ce) * ac + bc));
+        }
+    }
 }

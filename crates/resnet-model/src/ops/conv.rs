@@ -126,9 +126,14 @@ impl CustomOp2 for Conv2dGradInput {
 
 /// `dx[b] = col2im(W^T · dy[b])`, chunk by chunk.
 pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if let Some((gt, wt)) = transposed(g, w) {
+        return forward(&gt, dy, &wt);
+    }
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let mut dx = Uninit::new(g.n * g.in_img());
-    let wm = MatRef { data: w, rows: g.cout, cols: ckk, rs: ckk, cs: 1 }; // W [cout x ckk]
+    // W [cout x ckk] stored transposed, so that the GEMM reads it without repacking
+    let w_t = transpose(w, g.cout, ckk);
+    let wm = MatRef { data: &w_t, rows: g.cout, cols: ckk, rs: 1, cs: g.cout };
     dx.slots()
         .par_chunks_mut(nb * g.in_img())
         .zip(dy.par_chunks(nb * g.out_img()))
@@ -161,6 +166,41 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     unsafe { dx.assume_init() }
 }
 
+/// For a stride-1 convolution with `pad < k`, the input gradient is itself a stride-1
+/// convolution of `dy` (padding `k - 1 - pad`) with the weight transposed over channels and
+/// flipped spatially. Computing it that way runs one GEMM with depth `cout * k * k` instead
+/// of one with depth `cout` followed by a col2im scatter. Returns that convolution's geometry
+/// and weight, or `None` when it does not apply.
+fn transposed(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
+    if g.stride != 1 || g.pad >= g.k || g.is_pointwise() {
+        return None;
+    }
+    let gt = ConvGeom {
+        n: g.n,
+        cin: g.cout,
+        h: g.ho,
+        w: g.wo,
+        cout: g.cin,
+        k: g.k,
+        stride: 1,
+        pad: g.k - 1 - g.pad,
+        ho: g.h,
+        wo: g.w,
+    };
+    let kk = g.k * g.k;
+    let mut wt = vec![0f32; w.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let src = &w[(co * g.cin + ci) * kk..][..kk];
+            let dst = &mut wt[(ci * g.cout + co) * kk..][..kk];
+            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    Some((gt, wt))
+}
+
 /// Gradient w.r.t. the weight: `args = (x, dy)`, result shaped like `w`.
 struct Conv2dGradWeight(ConvGeom);
 
@@ -188,6 +228,8 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let wlen = g.cout * ckk;
     let n_chunks = g.n.div_ceil(nb);
+    // Partials are dW^T [ckk][cout]: the GEMM then has the small dy as its packed operand
+    // (m = cout) and reads the large column matrix in place.
     let mut partial = vec![0f32; n_chunks * wlen];
     partial
         .par_chunks_mut(wlen)
@@ -198,9 +240,10 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             if g.is_pointwise() {
                 // col(x_b) is x_b itself: accumulate one GEMM per image, in image order.
                 for b in 0..nb {
-                    let lhs = MatRef { data: &x[b * g.in_img()..], rows: ckk, cols: p, rs: p, cs: 1 };
-                    let rhs = MatRef { data: &dy[b * g.out_img()..], rows: p, cols: g.cout, rs: 1, cs: p };
-                    sgemm(MatMut::new(dw, ckk, g.cout, 1, ckk), b > 0, lhs, rhs);
+                    // dW_b [cout x cin] = dy_b [cout x p] · x_b^T [p x cin]
+                    let lhs = MatRef { data: &dy[b * g.out_img()..], rows: g.cout, cols: p, rs: p, cs: 1 };
+                    let rhs = MatRef { data: &x[b * g.in_img()..], rows: p, cols: ckk, rs: 1, cs: p };
+                    sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), b > 0, lhs, rhs);
                 }
                 return;
             }
@@ -221,17 +264,28 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     }
                     dyt
                 };
-                // dW^T [ckk x cout] = col [ckk x nb*p] · dy_chunk^T [nb*p x cout]
-                let lhs = MatRef { data: col, rows: ckk, cols: ld, rs: ld, cs: 1 };
-                let rhs = MatRef { data: dyc, rows: ld, cols: g.cout, rs: 1, cs: ld };
-                sgemm(MatMut::new(dw, ckk, g.cout, 1, ckk), false, lhs, rhs);
+                // dW [cout x ckk] = dy_chunk [cout x nb*p] · col^T [nb*p x ckk]
+                let lhs = MatRef { data: dyc, rows: g.cout, cols: ld, rs: ld, cs: 1 };
+                let rhs = MatRef { data: col, rows: ld, cols: ckk, rs: 1, cs: ld };
+                sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), false, lhs, rhs);
             });
         });
-    let mut dw = partial[..wlen].to_vec();
-    for part in partial[wlen..].chunks(wlen) {
-        for (a, &b) in dw.iter_mut().zip(part) {
+    let (first, rest) = partial.split_at_mut(wlen);
+    for part in rest.chunks(wlen) {
+        for (a, &b) in first.iter_mut().zip(part) {
             *a += b;
         }
     }
-    dw
+    transpose(first, ckk, g.cout)
+}
+
+/// The transpose of the row-major `rows x cols` matrix `a`.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for (i, row) in a.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
 }

@@ -4,10 +4,28 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::storage::{output, slice, with_data, Uninit};
+use std::mem::MaybeUninit;
+
+use super::storage::{multiversion, output, slice, with_data, Uninit};
 
 /// Elements per parallel task of the elementwise kernels.
 const BLOCK: usize = 1 << 15;
+
+multiversion! {
+    fn add_relu_block(z: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32]) {
+        for ((z, &a), &b) in z.iter_mut().zip(a).zip(b) {
+            z.write((a + b).max(0.0));
+        }
+    }
+}
+
+multiversion! {
+    fn relu_mask_block(d: &mut [MaybeUninit<f32>], z: &[f32], g: &[f32]) {
+        for ((d, &z), &g) in d.iter_mut().zip(z).zip(g) {
+            d.write(if z > 0.0 { g } else { 0.0 });
+        }
+    }
+}
 
 /// `relu(a + b)`, differentiable in both arguments.
 pub(crate) struct AddRelu;
@@ -33,11 +51,7 @@ impl CustomOp2 for AddRelu {
         z.slots()
             .par_chunks_mut(BLOCK)
             .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
-            .for_each(|(z, (a, b))| {
-                for ((z, &a), &b) in z.iter_mut().zip(a).zip(b) {
-                    z.write((a + b).max(0.0));
-                }
-            });
+            .for_each(|(z, (a, b))| add_relu_block(z, a, b));
         // SAFETY: every block was written.
         Ok(output(unsafe { z.assume_init() }, l1.shape().clone()))
     }
@@ -56,11 +70,7 @@ impl CustomOp2 for AddRelu {
                 g.slots()
                     .par_chunks_mut(BLOCK)
                     .zip(zs.par_chunks(BLOCK).zip(gs.par_chunks(BLOCK)))
-                    .for_each(|(d, (z, g))| {
-                        for ((d, &z), &g) in d.iter_mut().zip(z).zip(g) {
-                            d.write(if z > 0.0 { g } else { 0.0 });
-                        }
-                    });
+                    .for_each(|(d, (z, g))| relu_mask_block(d, z, g));
                 // SAFETY: every block was written.
                 unsafe { g.assume_init() }
             })

@@ -8,6 +8,8 @@ use std::mem::MaybeUninit;
 
 use candle_core::{bail, Result};
 
+use super::storage::multiversion;
+
 /// Shapes of one convolution: input `[n, cin, h, w]`, weight `[cout, cin, k, k]`,
 /// output `[n, cout, ho, wo]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +85,7 @@ impl ConvGeom {
     }
 }
 
+multiversion! {
 /// Writes the column matrix of the `nb` images in `x` (`[nb, cin, h, w]`) into `col`
 /// (`ckk * nb * p` slots), overwriting every slot.
 pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<f32>]) {
@@ -128,6 +131,9 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
     }
 }
 
+}
+
+multiversion! {
 /// Adds the column matrix `col` (`ckk * nb * p`) back onto the `nb` images of `dx`
 /// (`[nb, cin, h, w]`), the adjoint of [`im2col`]. Each element of `dx` receives its
 /// contributions in a fixed order.
@@ -166,6 +172,7 @@ pub(crate) fn col2im(g: &ConvGeom, col: &[f32], nb: usize, dx: &mut [f32]) {
             }
         }
     }
+}
 }
 
 #[cfg(test)]
