@@ -14,8 +14,8 @@ pub struct FetchArgs {
     /// Install from a local copy of cifar-10-binary.tar.gz instead of downloading
     #[arg(long, value_name = "FILE", env = ENV_ARCHIVE)]
     from: Option<PathBuf>,
-    /// Download from this mirror instead of the official URL
-    #[arg(long, value_name = "URL", env = ENV_URL, conflicts_with = "from")]
+    /// Download from this mirror instead of the official URL (--from takes precedence)
+    #[arg(long, value_name = "URL", env = ENV_URL)]
     url: Option<String>,
     /// Reinstall even if the dataset is already present
     #[arg(long)]

@@ -293,6 +293,16 @@ fn local_archive_install_force_and_tampering() {
         FetchOutcome::Installed { .. }
     ));
     assert_installed(tmp.path(), &archive);
+
+    // An incomplete tree is not "present": it is replaced without --force.
+    o.force = false;
+    std::fs::remove_file(tmp.path().join(BATCHES_DIR).join("data_batch_1.bin")).unwrap();
+    assert!(!fetch::is_present(tmp.path()));
+    assert!(matches!(
+        fetch::fetch(&o).unwrap(),
+        FetchOutcome::Installed { .. }
+    ));
+    assert_installed(tmp.path(), &archive);
 }
 
 #[test]

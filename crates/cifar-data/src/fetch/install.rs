@@ -16,15 +16,15 @@ pub(crate) struct Installed {
 }
 
 /// Extracts `archive` (a `.tar.gz`) into a temporary directory inside `data_dir`, verifies
-/// every `.bin` file against `expected`, and renames `cifar-10-batches-bin/` into place
-/// (replacing an existing one when `replace`). On any error nothing is left in `data_dir`.
+/// every `.bin` file against `expected`, and renames `cifar-10-batches-bin/` into place,
+/// replacing an existing (incomplete, or `--force`d) one. On any error nothing is left in
+/// `data_dir` and an existing tree is untouched.
 /// `source_name` (a path or URL) is used in error messages.
 pub(crate) fn install_archive(
     archive: &Path,
     source_name: &str,
     data_dir: &Path,
     expected: &ExpectedChecksums,
-    replace: bool,
 ) -> Result<Installed, DataError> {
     let bad = |reason: String| DataError::Archive {
         source_name: source_name.to_string(),
@@ -111,7 +111,7 @@ pub(crate) fn install_archive(
     }
 
     let target = data_dir.join(BATCHES_DIR);
-    if replace && target.exists() {
+    if target.exists() {
         // Move the old tree into the temporary directory: it is deleted with it.
         let old = tmp.path().join("previous");
         std::fs::rename(&target, &old).map_err(|e| DataError::io(&target, e))?;

@@ -218,7 +218,7 @@ fn install_from(source: &FetchSource, opts: &FetchOptions) -> Result<FetchOutcom
             (part, Some(d))
         }
     };
-    let result = install::install_archive(&archive, &name, &opts.dir, &opts.expected, opts.force);
+    let result = install::install_archive(&archive, &name, &opts.dir, &opts.expected);
     if downloaded.is_some() {
         // Installed, or the complete download is corrupt: either way it has served.
         if result.is_ok()
