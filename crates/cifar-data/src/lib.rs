@@ -13,7 +13,7 @@
 //!   `f32` batches, prepared in parallel in the background; everything random is a pure
 //!   function of `(seed, epoch, sample index)`.
 //!
-//! With the `candle` feature, [`Batch::to_tensors`] converts a batch to candle tensors.
+//! With the `candle` feature, `Batch::to_tensors` converts a batch to candle tensors.
 //!
 //! ```
 //! use std::sync::Arc;
