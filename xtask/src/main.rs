@@ -1,6 +1,10 @@
 //! Project automation: `cargo xtask <command>` (alias in `.cargo/config.toml`).
 
+mod bench;
 mod fetch;
+mod full_run;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -16,10 +20,24 @@ struct Cli {
 enum Command {
     /// Download (or install from a local archive) and verify CIFAR-10.
     FetchCifar(fetch::FetchArgs),
+    /// Side-by-side CPU benchmark of ResNet-20 against PyTorch eager (training and inference).
+    Bench(bench::BenchArgs),
+    /// The paper's full 64,000-iteration training run, ending with the report.
+    FullRun(full_run::FullRunArgs),
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::FetchCifar(args) => fetch::run(args),
+        Command::Bench(args) => bench::run(args, &workspace_root()),
+        Command::FullRun(args) => full_run::run(args, &workspace_root()),
     }
 }
