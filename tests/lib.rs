@@ -1,1 +1,175 @@
-//! Shared helpers for the workspace-level end-to-end tests.
+//! Shared helpers for the workspace-level end-to-end tests (`tests/tests/e2e.rs`).
+//!
+//! The tests run the real `resnet-cli` command line as child processes. Cargo only gives a
+//! package's tests the paths of that package's own binaries, so this package builds the CLI's
+//! entry point (`resnet_cli::main_entry`) into its own binary `resnet-cli-e2e`
+//! (`bin/resnet-cli-e2e.rs`), which the tests find through `CARGO_BIN_EXE_resnet-cli-e2e`.
+//!
+//! Data: when `<workspace>/../shared/data/cifar-10-binary.tar.gz` exists the tests install
+//! the real CIFAR-10 from it (`--from`), otherwise they write a synthetic dataset in the
+//! same binary format.
+//!
+//! ```
+//! let root = resnet_e2e::workspace_root();
+//! assert!(root.join("configs/smoke.yaml").is_file());
+//! ```
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cifar_data::fetch::{fetch, FetchOptions};
+
+/// The workspace root (parent of this package).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits in the workspace")
+        .to_path_buf()
+}
+
+/// The real archive beside the checkout, if present.
+pub fn real_archive() -> Option<PathBuf> {
+    let p = workspace_root().join("../shared/data/cifar-10-binary.tar.gz");
+    p.is_file().then_some(p)
+}
+
+/// Installs a dataset into `dir`: the real CIFAR-10 from [`real_archive`] when present
+/// (returns `true`), else a synthetic one with 2,000 images per file (returns `false`).
+pub fn install_data(dir: &Path) -> bool {
+    match real_archive() {
+        Some(archive) => {
+            let opts = FetchOptions {
+                from: Some(archive),
+                ..FetchOptions::new(dir)
+            };
+            fetch(&opts).expect("installing the real CIFAR-10 archive");
+            true
+        }
+        None => {
+            eprintln!(
+                "note: ../shared/data/cifar-10-binary.tar.gz not found, using synthetic data"
+            );
+            if !cifar_data::fetch::is_present(dir) {
+                cifar_data::synthetic::write_dataset(dir, 2000, 7).expect("synthetic data");
+            }
+            false
+        }
+    }
+}
+
+/// The outcome of a CLI run, with its output decoded.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with the output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code {:?}, expected {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The last non-empty line of stdout (where `train` prints the run directory).
+    pub fn last_line(&self) -> &str {
+        self.stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A command for the CLI binary `exe`, run in the workspace root with logs at `info` and
+/// without the dataset environment variables.
+pub fn command(exe: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(exe);
+    c.args(args)
+        .current_dir(workspace_root())
+        .env("RUST_LOG", "info")
+        .env_remove("CIFAR10_DIR")
+        .env_remove("CIFAR10_ARCHIVE")
+        .env_remove("CIFAR10_URL");
+    c
+}
+
+/// Runs the CLI to completion.
+pub fn run(exe: &Path, args: &[&str]) -> Run {
+    command(exe, args)
+        .output()
+        .expect("starting the CLI binary")
+        .into()
+}
+
+/// The bit patterns of every tensor of a checkpoint (model, momentum, normalizer), by name.
+pub fn checkpoint_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let ckpt = trainer::checkpoint::Checkpoint::read(path, &candle_core::Device::Cpu)
+        .expect("reading a checkpoint");
+    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("f32 tensor")
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
+    };
+    let mut out: Vec<(String, Vec<u32>)> = Vec::new();
+    for (k, t) in &ckpt.model {
+        out.push((format!("model.{k}"), bits(t)));
+    }
+    for (k, t) in &ckpt.momentum {
+        out.push((format!("momentum.{k}"), bits(t)));
+    }
+    out.push((
+        "data.mean".into(),
+        ckpt.normalizer.mean().iter().map(|x| x.to_bits()).collect(),
+    ));
+    out.push((
+        "data.std".into(),
+        ckpt.normalizer.std().iter().map(|x| x.to_bits()).collect(),
+    ));
+    out
+}
+
+/// Asserts that two checkpoints hold bitwise identical tensors.
+#[track_caller]
+pub fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (x, y) = (checkpoint_bits(a), checkpoint_bits(b));
+    assert_eq!(
+        x.iter().map(|p| &p.0).collect::<Vec<_>>(),
+        y.iter().map(|p| &p.0).collect::<Vec<_>>(),
+        "tensor names differ"
+    );
+    for ((name, u), (_, v)) in x.iter().zip(&y) {
+        assert!(
+            u == v,
+            "tensor {name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}

@@ -1,2 +1,5 @@
-//! `resnet-cli`: train, evaluate and inspect CIFAR ResNets.
-fn main() {}
+//! `resnet-cli`: train, evaluate and inspect CIFAR-10 ResNets. See `resnet-cli --help`.
+
+fn main() -> std::process::ExitCode {
+    resnet_cli::main_entry(std::env::args_os())
+}

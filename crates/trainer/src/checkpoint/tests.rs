@@ -1,0 +1,155 @@
+use super::*;
+use resnet_model::ResNetModel;
+
+fn sample(iteration: u64) -> Checkpoint {
+    let cfg = ResNetConfig::with_depth(8);
+    let model = ResNetModel::new(&cfg, &Device::Cpu, 3).unwrap();
+    let state = model.state_dict().unwrap();
+    let momentum: BTreeMap<String, Tensor> = model
+        .parameters()
+        .into_iter()
+        .map(|(k, v)| (k, (v.as_tensor() * 0.5).unwrap()))
+        .collect();
+    let mean: Vec<f32> = (0..cifar_data::IMAGE_BYTES)
+        .map(|i| i as f32 / 4000.0)
+        .collect();
+    let std = vec![0.25; cifar_data::IMAGE_BYTES];
+    Checkpoint {
+        meta: CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            iteration,
+            epoch: iteration / 7,
+            batch_in_epoch: iteration % 7,
+            batches_per_epoch: 7,
+            seed: 11,
+            best_val: Some((0.5, 7)),
+            epoch_stats: RunningStats {
+                loss_sum: 1.5,
+                correct: 3,
+                images: 9,
+                steps: 2,
+                seconds: 0.25,
+            },
+            window_stats: RunningStats::default(),
+            elapsed_s: 12.5,
+            architecture: cfg,
+            class_names: vec!["a".into(), "b".into()],
+            config_yaml: "name: t\n".into(),
+            config_digest: "00".into(),
+            written_at: "now".into(),
+        },
+        model: state,
+        momentum,
+        normalizer: Normalizer::from_parts(mean, std).unwrap(),
+    }
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect()
+}
+
+#[test]
+fn round_trip_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.safetensors");
+    let c = sample(9);
+    c.write(&path).unwrap();
+    let back = Checkpoint::read(&path, &Device::Cpu).unwrap();
+    assert_eq!(back.meta, c.meta);
+    assert_eq!(back.normalizer, c.normalizer);
+    assert_eq!(
+        back.model.keys().collect::<Vec<_>>(),
+        c.model.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &c.model {
+        assert_eq!(bits(t), bits(&back.model[k]), "{k}");
+    }
+    for (k, t) in &c.momentum {
+        assert_eq!(bits(t), bits(&back.momentum[k]), "{k}");
+    }
+    assert_eq!(Checkpoint::read_meta(&path).unwrap(), c.meta);
+    // The model crate reads the architecture from the same file.
+    assert_eq!(
+        resnet_model::io::read_config(&path).unwrap(),
+        Some(ResNetConfig::with_depth(8))
+    );
+    // Names follow the documented layout.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names = st.names();
+    assert!(names.contains(&"model.conv1.weight"));
+    assert!(names.contains(&"model.bn1.running_var"));
+    assert!(names.contains(&"optim.momentum_buffer.linear.weight"));
+    assert!(names.contains(&"data.mean") && names.contains(&"data.std"));
+}
+
+#[test]
+fn truncated_and_plain_files_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.safetensors");
+    sample(1).write(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Checkpoint::read(&cut, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cut.safetensors") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
+    std::fs::write(&cut, b"hello").unwrap();
+    let e = WeightsFile::open(&cut, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+
+    // A plain state dict (as PyTorch exports it) opens as raw weights, not as a checkpoint.
+    let model = ResNetModel::new(&ResNetConfig::with_depth(8), &Device::Cpu, 0).unwrap();
+    let plain = dir.path().join("plain.safetensors");
+    let state: HashMap<String, Tensor> = model.state_dict().unwrap().into_iter().collect();
+    candle_core::safetensors::save(&state, &plain).unwrap();
+    match WeightsFile::open(&plain, &Device::Cpu).unwrap() {
+        WeightsFile::Raw {
+            tensors,
+            architecture,
+        } => {
+            assert!(tensors.contains_key("conv1.weight"));
+            assert_eq!(architecture, None);
+        }
+        WeightsFile::Checkpoint(_) => panic!("a plain file is not a checkpoint"),
+    }
+    let e = Checkpoint::read_meta(&plain).unwrap_err().to_string();
+    assert!(
+        e.contains("plain weights file") && e.contains("but not resumed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn keeps_last_k_latest_and_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = CheckpointDir::new(dir.path().join("checkpoints"), 2).unwrap();
+    assert_eq!(ck.newest().unwrap(), None);
+    for (it, best) in [(7, true), (14, false), (21, true), (28, false)] {
+        let p = ck.save(&sample(it), best).unwrap();
+        assert_eq!(p, ck.iteration_path(it));
+    }
+    let kept: Vec<u64> = ck.periodic().unwrap().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(kept, [21, 28]);
+    assert_eq!(Checkpoint::read_meta(&ck.latest()).unwrap().iteration, 28);
+    assert_eq!(Checkpoint::read_meta(&ck.best()).unwrap().iteration, 21);
+    assert_eq!(ck.newest().unwrap(), Some(ck.latest()));
+    // No temporary files are left behind.
+    let names: Vec<String> = std::fs::read_dir(ck.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}

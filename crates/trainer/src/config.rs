@@ -1,0 +1,538 @@
+//! The run configuration: a YAML document with `deny_unknown_fields` everywhere, documented
+//! defaults (the paper's recipe), `--set key.path=value` overrides and validation errors that
+//! name the key and its line.
+//!
+//! ```yaml
+//! name: resnet20                 # run directory prefix (default "resnet20")
+//! seed: 0                        # model init, data order and augmentation (default 0)
+//! model: { depth: 20, shortcut: identity_pad, num_classes: 10, base_width: 16 }
+//! data:
+//!   dir: null                    # default: $CIFAR10_DIR, else data/cifar-10
+//!   split: { strategy: last, val_size: 5000 }
+//!   normalization: { kind: per_pixel_mean }
+//!   augment: { pad: 4, crop: true, flip: true }   # null: no augmentation
+//!   train_limit: null            # use only the first N images of each split
+//!   val_limit: null
+//!   test_limit: null
+//! optimizer: { momentum: 0.9, weight_decay: 0.0001, dampening: 0.0, nesterov: false }
+//! schedule:
+//!   base_lr: 0.1
+//!   kind: { type: piecewise, milestones: [32000, 48000], gamma: 0.1 }
+//!   warmup: null
+//! training:
+//!   batch_size: 128
+//!   max_iterations: 64000
+//!   ...
+//! output: { runs_dir: runs }
+//! ```
+
+use std::path::PathBuf;
+
+use cifar_data::{AugmentConfig, NormalizationConfig, SplitConfig, SplitStrategy};
+use resnet_model::{ResNetConfig, Shortcut};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainError};
+use crate::overrides::{locate_key, Override};
+use crate::schedule::{LrScheduleConfig, ScheduleKind, WarmupMode};
+use crate::sgd::SgdConfig;
+
+/// The paper's ResNet-20 recipe, `configs/resnet20.yaml`, built into the binary: what
+/// `resnet-cli train` runs without a config file.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../../configs/resnet20.yaml");
+
+/// Name used in messages for [`DEFAULT_CONFIG_YAML`].
+pub const DEFAULT_CONFIG_NAME: &str = "<built-in configs/resnet20.yaml>";
+
+/// A complete run configuration. Every section and field has a default (the paper's
+/// ResNet-20 recipe); unknown keys are errors.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Name of the run; the run directory is `<runs_dir>/<name>-<timestamp>`. Default
+    /// `resnet20`.
+    pub name: String,
+    /// Seed of the model initialization, the data order and the augmentation. Default 0.
+    pub seed: u64,
+    /// The network. Default ResNet-20, option A.
+    pub model: ResNetConfig,
+    /// Dataset location, split, normalization and augmentation.
+    pub data: DataConfig,
+    /// SGD settings. Default momentum 0.9, weight decay 1e-4 on every parameter.
+    pub optimizer: SgdConfig,
+    /// Learning-rate schedule by iteration. Default 0.1, ÷10 at 32k and 48k.
+    pub schedule: LrScheduleConfig,
+    /// Loop settings.
+    pub training: TrainingConfig,
+    /// Where runs are written.
+    pub output: OutputConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "resnet20".to_string(),
+            seed: 0,
+            model: ResNetConfig::resnet20(),
+            data: DataConfig::default(),
+            optimizer: SgdConfig::default(),
+            schedule: LrScheduleConfig::paper(),
+            training: TrainingConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+/// The `data` section.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Directory holding (or to receive) `cifar-10-batches-bin/`. Default `null`:
+    /// `$CIFAR10_DIR`, else `data/cifar-10` under the current directory.
+    pub dir: Option<PathBuf>,
+    /// Train/validation split. Default: the last 5,000 training images are the validation
+    /// set (the paper's 45k/5k).
+    pub split: SplitConfig,
+    /// Pixel normalization. Default: subtract the per-pixel mean image of the training split.
+    pub normalization: NormalizationConfig,
+    /// Training augmentation; `null` for none. Default: pad 4, random crop, horizontal flip.
+    #[serde(default = "default_augment")]
+    pub augment: Option<AugmentConfig>,
+    /// Train on only the first N images of the training split. Default `null` (all).
+    pub train_limit: Option<usize>,
+    /// Validate on only the first N validation images. Default `null` (all).
+    pub val_limit: Option<usize>,
+    /// Test on only the first N test images. Default `null` (all 10,000).
+    pub test_limit: Option<usize>,
+}
+
+fn default_augment() -> Option<AugmentConfig> {
+    Some(AugmentConfig::default())
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            split: SplitConfig::default(),
+            normalization: NormalizationConfig::default(),
+            augment: default_augment(),
+            train_limit: None,
+            val_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+/// Where a run computes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA device 0 when built with the `cuda` feature and a GPU is usable, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device 0 (an error if unavailable).
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            other => Err(format!(
+                "unknown device `{other}`, expected cpu, cuda or auto"
+            )),
+        }
+    }
+}
+
+/// The `training` section.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Images per training step. Default 128.
+    pub batch_size: usize,
+    /// Length of the run in optimizer steps. Default 64,000. Epochs follow from the size of
+    /// the training split (45,000 / 128 → 352 steps per epoch, the last one partial).
+    pub max_iterations: u64,
+    /// Label smoothing of the cross-entropy, in `[0, 1)`. Default 0.
+    pub label_smoothing: f64,
+    /// Drop the last incomplete batch of each epoch. Default false (PyTorch's default).
+    pub drop_last: bool,
+    /// Images per evaluation batch. Default 500.
+    pub eval_batch_size: usize,
+    /// Write a metrics row (and TensorBoard scalars) every N iterations. Default 100.
+    pub log_every: u64,
+    /// Write a checkpoint every N epochs (and always at the end). Default 1.
+    pub checkpoint_every_epochs: u64,
+    /// Keep the last K periodic checkpoints (besides `latest` and `best`). Default 3.
+    pub keep_last: usize,
+    /// `cpu`, `cuda` or `auto`. Default `auto`.
+    pub device: DeviceChoice,
+    /// Worker threads for the CPU kernels and the data pipeline. Default `null`: rayon's
+    /// default (`$RAYON_NUM_THREADS`, else the number of cores).
+    pub threads: Option<usize>,
+    /// Batches prepared ahead in the background. Default 2.
+    pub prefetch: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            max_iterations: 64_000,
+            label_smoothing: 0.0,
+            drop_last: false,
+            eval_batch_size: 500,
+            log_every: 100,
+            checkpoint_every_epochs: 1,
+            keep_last: 3,
+            device: DeviceChoice::Auto,
+            threads: None,
+            prefetch: 2,
+        }
+    }
+}
+
+/// The `output` section.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Parent directory of run directories. Default `runs` (relative to the current
+    /// directory).
+    pub runs_dir: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            runs_dir: PathBuf::from("runs"),
+        }
+    }
+}
+
+/// Where a config came from, for error messages and line lookup.
+#[derive(Clone, Debug)]
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+    overrides: &'a [Override],
+}
+
+impl Source<'_> {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> TrainError {
+        let set_by = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|o| key == o.key() || key.starts_with(&format!("{}.", o.key())))
+            .map(|o| o.arg.clone());
+        let path: Vec<&str> = key.split('.').collect();
+        TrainError::ConfigValue {
+            source_name: self.name.to_string(),
+            key: key.to_string(),
+            line: locate_key(self.text, &path),
+            set_by,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// The built-in paper config ([`DEFAULT_CONFIG_YAML`]).
+    pub fn paper_default() -> Self {
+        Self::from_yaml(DEFAULT_CONFIG_YAML, DEFAULT_CONFIG_NAME, &[])
+            .expect("the built-in configs/resnet20.yaml is valid")
+    }
+
+    /// Reads, overrides and validates a config file.
+    pub fn from_file(path: &std::path::Path, overrides: &[Override]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_yaml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses `text` (named `source_name` in errors), applies `overrides` in order, and
+    /// validates. Parse errors carry serde_yaml's key path, line and column; validation
+    /// errors name the key and its line (or the `--set` that gave the value).
+    pub fn from_yaml(text: &str, source_name: &str, overrides: &[Override]) -> Result<Self> {
+        let parse_err = |name: &str, e: serde_yaml::Error| {
+            let mut message = e.to_string();
+            // serde_yaml leaves out the location when it is line 1, column 1.
+            if let Some(loc) = e.location() {
+                if !message.contains(" at line ") {
+                    message.push_str(&format!(" at line {} column {}", loc.line(), loc.column()));
+                }
+            }
+            TrainError::ConfigParse {
+                source_name: name.to_string(),
+                message,
+            }
+        };
+        // Deserializing the text itself keeps serde_yaml's locations in the errors.
+        let from_text: RunConfig = if text.trim().is_empty() {
+            RunConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| parse_err(source_name, e))?
+        };
+        let cfg = if overrides.is_empty() {
+            from_text
+        } else {
+            let mut tree: Value = if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_yaml::from_str(text).map_err(|e| parse_err(source_name, e))?
+            };
+            for o in overrides {
+                o.apply(&mut tree)?;
+            }
+            let args: Vec<&str> = overrides.iter().map(|o| o.arg.as_str()).collect();
+            let name = format!("{source_name} with --set {}", args.join(" --set "));
+            serde_yaml::from_value(tree).map_err(|e| parse_err(&name, e))?
+        };
+        cfg.validate_with(&Source {
+            name: source_name,
+            text,
+            overrides,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; the error names the dotted key.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_with(&Source {
+            name: "config",
+            text: "",
+            overrides: &[],
+        })
+    }
+
+    fn validate_with(&self, src: &Source<'_>) -> Result<()> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(src.invalid(
+                "name",
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, `-`, `_` and `.` \
+                     (it names the run directory)",
+                    self.name
+                ),
+            ));
+        }
+        self.validate_model(src)?;
+        self.validate_data(src)?;
+        self.validate_optimizer(src)?;
+        self.validate_schedule(src)?;
+        self.validate_training(src)
+    }
+
+    fn validate_model(&self, src: &Source<'_>) -> Result<()> {
+        let m = &self.model;
+        if m.depth < 8 || (m.depth - 2) % 6 != 0 {
+            return Err(src.invalid(
+                "model.depth",
+                format!(
+                    "must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {}",
+                    m.depth
+                ),
+            ));
+        }
+        if m.num_classes != cifar_data::NUM_CLASSES {
+            return Err(src.invalid(
+                "model.num_classes",
+                format!(
+                    "CIFAR-10 has {} classes, got {}",
+                    cifar_data::NUM_CLASSES,
+                    m.num_classes
+                ),
+            ));
+        }
+        if m.base_width == 0 || (m.shortcut == Shortcut::IdentityPad && m.base_width % 2 != 0) {
+            return Err(src.invalid(
+                "model.base_width",
+                format!(
+                    "must be positive (and even with shortcut option A), got {}",
+                    m.base_width
+                ),
+            ));
+        }
+        m.validate()
+            .map_err(|e| src.invalid("model", e.to_string()))
+    }
+
+    fn validate_data(&self, src: &Source<'_>) -> Result<()> {
+        let d = &self.data;
+        if d.split.strategy != SplitStrategy::None && d.split.val_size == 0 {
+            return Err(src.invalid(
+                "data.split.val_size",
+                "must be at least 1 (use `strategy: none` for no validation set)",
+            ));
+        }
+        for (key, v) in [
+            ("data.train_limit", d.train_limit),
+            ("data.val_limit", d.val_limit),
+            ("data.test_limit", d.test_limit),
+        ] {
+            if v == Some(0) {
+                return Err(src.invalid(key, "must be at least 1 (or null for all images)"));
+            }
+        }
+        if let NormalizationConfig::PerChannel { mean, std } = d.normalization {
+            if let Some(m) = mean {
+                if m.iter().any(|x| !x.is_finite()) {
+                    return Err(src.invalid(
+                        "data.normalization.mean",
+                        format!("values must be finite, got {m:?}"),
+                    ));
+                }
+            }
+            if let Some(s) = std {
+                if s.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+                    return Err(src.invalid(
+                        "data.normalization.std",
+                        format!("values must be finite and > 0, got {s:?}"),
+                    ));
+                }
+            }
+        }
+        if let Some(a) = d.augment {
+            if a.pad > 16 {
+                return Err(src.invalid(
+                    "data.augment.pad",
+                    format!("must be at most 16 pixels, got {}", a.pad),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_optimizer(&self, src: &Source<'_>) -> Result<()> {
+        let o = &self.optimizer;
+        let unit = |key: &str, v: f64, max_incl: bool| {
+            let ok = v.is_finite() && v >= 0.0 && (v < 1.0 || (max_incl && v == 1.0));
+            if ok {
+                Ok(())
+            } else {
+                let range = if max_incl { "[0, 1]" } else { "[0, 1)" };
+                Err(src.invalid(key, format!("must be in {range}, got {v}")))
+            }
+        };
+        unit("optimizer.momentum", o.momentum, false)?;
+        unit("optimizer.dampening", o.dampening, true)?;
+        if !o.weight_decay.is_finite() || o.weight_decay < 0.0 {
+            return Err(src.invalid(
+                "optimizer.weight_decay",
+                format!("must be a finite number >= 0, got {}", o.weight_decay),
+            ));
+        }
+        if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
+            return Err(src.invalid(
+                "optimizer.nesterov",
+                "Nesterov momentum requires momentum > 0 and dampening 0 (as in PyTorch)",
+            ));
+        }
+        o.validate()
+            .map_err(|e| src.invalid(&format!("optimizer.{}", e.field), e.message))
+    }
+
+    fn validate_schedule(&self, src: &Source<'_>) -> Result<()> {
+        let s = &self.schedule;
+        if !s.base_lr.is_finite() || s.base_lr <= 0.0 {
+            return Err(src.invalid(
+                "schedule.base_lr",
+                format!(
+                    "the learning rate must be a finite number > 0, got {}",
+                    s.base_lr
+                ),
+            ));
+        }
+        if let Some(w) = &s.warmup {
+            let lr = match w.mode {
+                WarmupMode::Constant { lr } => ("schedule.warmup.mode.lr", lr, false),
+                WarmupMode::Linear { start_lr } => {
+                    ("schedule.warmup.mode.start_lr", start_lr, true)
+                }
+            };
+            if !lr.1.is_finite() || lr.1 < 0.0 || (lr.1 == 0.0 && !lr.2) {
+                return Err(src.invalid(
+                    lr.0,
+                    format!(
+                        "the learning rate must be a finite number > 0, got {}",
+                        lr.1
+                    ),
+                ));
+            }
+        }
+        if let ScheduleKind::Cosine { min_lr, .. } = s.kind {
+            if !min_lr.is_finite() || min_lr < 0.0 {
+                return Err(src.invalid(
+                    "schedule.kind.min_lr",
+                    format!("must be a finite number >= 0, got {min_lr}"),
+                ));
+            }
+        }
+        s.validate()
+            .map_err(|e| src.invalid(&format!("schedule.{}", e.field), e.message))
+    }
+
+    fn validate_training(&self, src: &Source<'_>) -> Result<()> {
+        let t = &self.training;
+        let at_least_one = |key: &str, v: u64| {
+            if v == 0 {
+                Err(src.invalid(key, "must be at least 1, got 0"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("training.batch_size", t.batch_size as u64)?;
+        at_least_one("training.max_iterations", t.max_iterations)?;
+        at_least_one("training.eval_batch_size", t.eval_batch_size as u64)?;
+        at_least_one("training.log_every", t.log_every)?;
+        at_least_one(
+            "training.checkpoint_every_epochs",
+            t.checkpoint_every_epochs,
+        )?;
+        at_least_one("training.keep_last", t.keep_last as u64)?;
+        if let Some(n) = t.threads {
+            at_least_one("training.threads", n as u64)?;
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err(src.invalid(
+                "training.label_smoothing",
+                format!("must be in [0, 1), got {}", t.label_smoothing),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The config as YAML (what `config.yaml` in a run directory and checkpoints hold).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a run config always serializes")
+    }
+
+    /// SHA-256 (hex) of [`to_yaml`](Self::to_yaml): identifies the resolved config.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.to_yaml().as_bytes()))
+    }
+
+    /// The dataset directory: `data.dir`, else `$CIFAR10_DIR`, else `data/cifar-10`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .dir
+            .clone()
+            .unwrap_or_else(cifar_data::fetch::default_data_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! The run directory `runs/<name>-<timestamp>/`:
+//!
+//! ```text
+//! config.yaml          the resolved config (file + --set overrides)
+//! metrics.jsonl        one JSON object per logged row (every log_every iterations, every epoch)
+//! metrics.csv          the same rows as CSV
+//! tensorboard/         TensorBoard event files (scalars: train/val loss and accuracy, lr, …)
+//! plots/               loss.png, accuracy.png, lr.png (refreshed every epoch)
+//! checkpoints/         iter-NNNNNNN.safetensors (last K), latest.safetensors, best.safetensors
+//! report.json          test accuracy, per-class accuracy, confusion matrix (final and best)
+//! report.md            the same, as Markdown tables
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::CheckpointDir;
+use crate::error::{Result, TrainError};
+
+/// Paths of a run directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a fresh `<runs_dir>/<name>-<YYYYmmdd-HHMMSS>` (with a numeric suffix if that
+    /// exists already) and its subdirectories.
+    pub fn create(runs_dir: &Path, name: &str) -> Result<Self> {
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+        std::fs::create_dir_all(runs_dir).map_err(|e| TrainError::io(runs_dir, e))?;
+        let mut k = 0;
+        let root = loop {
+            let candidate = if k == 0 {
+                runs_dir.join(format!("{name}-{stamp}"))
+            } else {
+                runs_dir.join(format!("{name}-{stamp}-{k}"))
+            };
+            match std::fs::create_dir(&candidate) {
+                Ok(()) => break candidate,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => k += 1,
+                Err(e) => return Err(TrainError::io(&candidate, e)),
+            }
+        };
+        let dir = Self { root };
+        dir.create_subdirs()?;
+        Ok(dir)
+    }
+
+    /// An existing run directory (for resuming).
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            return Err(TrainError::RunDir {
+                path: root.to_path_buf(),
+                reason: "not a directory".into(),
+            });
+        }
+        let dir = Self {
+            root: root.to_path_buf(),
+        };
+        dir.create_subdirs()?;
+        Ok(dir)
+    }
+
+    fn create_subdirs(&self) -> Result<()> {
+        for d in [self.checkpoints(), self.tensorboard(), self.plots()] {
+            std::fs::create_dir_all(&d).map_err(|e| TrainError::io(&d, e))?;
+        }
+        Ok(())
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.yaml`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.yaml")
+    }
+
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// `tensorboard/`.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tensorboard")
+    }
+
+    /// `plots/`.
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
+    }
+}
+
+/// Resolves `train --resume <path>`: a run directory (its newest checkpoint) or a checkpoint
+/// file (its run directory is the parent of `checkpoints/`). Returns `(run dir, checkpoint)`.
+pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
+    if path.is_dir() {
+        let ckdir = CheckpointDir::new(path.join("checkpoints"), usize::MAX)?;
+        let ckpt = ckdir.newest()?.ok_or_else(|| TrainError::RunDir {
+            path: path.to_path_buf(),
+            reason: "no checkpoint in checkpoints/ to resume from".into(),
+        })?;
+        return Ok((path.to_path_buf(), ckpt));
+    }
+    if !path.is_file() {
+        return Err(TrainError::RunDir {
+            path: path.to_path_buf(),
+            reason: "no such run directory or checkpoint file".into(),
+        });
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let run = if parent.file_name().is_some_and(|n| n == "checkpoints") {
+        parent.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        return Err(TrainError::RunDir {
+            path: path.to_path_buf(),
+            reason: "a checkpoint to resume from must sit in a run's checkpoints/ directory \
+                     (the run continues in that run directory)"
+                .into(),
+        });
+    };
+    Ok((run, path.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_unique_dirs_and_resolves_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = RunDir::create(tmp.path(), "x").unwrap();
+        let b = RunDir::create(tmp.path(), "x").unwrap();
+        assert_ne!(a, b);
+        assert!(a.checkpoints().is_dir() && a.plots().is_dir() && a.tensorboard().is_dir());
+        let e = resolve_resume(a.root()).unwrap_err().to_string();
+        assert!(e.contains("no checkpoint"), "{e}");
+        let ck = a.checkpoints().join("iter-0000010.safetensors");
+        std::fs::write(&ck, b"x").unwrap();
+        assert_eq!(
+            resolve_resume(a.root()).unwrap(),
+            (a.root().to_path_buf(), ck.clone())
+        );
+        std::fs::write(a.checkpoints().join("latest.safetensors"), b"x").unwrap();
+        assert_eq!(
+            resolve_resume(a.root()).unwrap().1,
+            a.checkpoints().join("latest.safetensors")
+        );
+        assert_eq!(resolve_resume(&ck).unwrap().0, a.root().to_path_buf());
+        let e = resolve_resume(&tmp.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no such run directory"), "{e}");
+    }
+}

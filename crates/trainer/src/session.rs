@@ -1,0 +1,150 @@
+//! Starting or resuming a training run: [`TrainSession`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::config::RunConfig;
+use crate::data::Datasets;
+use crate::error::{Result, TrainError};
+use crate::overrides::Override;
+use crate::progress::TrainObserver;
+use crate::report::Report;
+use crate::run_dir::resolve_resume;
+
+/// Runtime options of a training session (not part of the config).
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// When this flag becomes true (Ctrl-C / SIGTERM, see [`crate::signal`]), the loop
+    /// finishes its step, writes a checkpoint and returns [`TrainOutcome::Stopped`].
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Stop the same way once this many iterations are done (train in installments; tests
+    /// of exact resume).
+    pub stop_after_iterations: Option<u64>,
+}
+
+/// Why a run stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The stop flag was raised (Ctrl-C / SIGTERM).
+    Interrupted,
+    /// [`TrainOptions::stop_after_iterations`] was reached.
+    IterationLimit,
+}
+
+/// How a training session ended.
+#[derive(Clone, Debug)]
+pub enum TrainOutcome {
+    /// The run reached `max_iterations`; the report is written.
+    Finished {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The final report (also in `report.json` / `report.md`).
+        report: Box<Report>,
+    },
+    /// The run stopped early with a checkpoint; `train --resume <run_dir>` continues it.
+    Stopped {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+        /// Iterations done.
+        iteration: u64,
+        /// Why it stopped.
+        reason: StopReason,
+    },
+}
+
+impl TrainOutcome {
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        match self {
+            TrainOutcome::Finished { run_dir, .. } | TrainOutcome::Stopped { run_dir, .. } => {
+                run_dir
+            }
+        }
+    }
+}
+
+/// A run about to start or to continue.
+#[derive(Debug)]
+pub struct TrainSession {
+    pub(crate) config: RunConfig,
+    pub(crate) resume: Option<ResumePoint>,
+}
+
+/// Where a resumed run continues.
+#[derive(Debug)]
+pub(crate) struct ResumePoint {
+    pub(crate) run_dir: PathBuf,
+    pub(crate) checkpoint: PathBuf,
+    pub(crate) meta: CheckpointMeta,
+}
+
+impl TrainSession {
+    /// A new run with `config` (already validated, e.g. by [`RunConfig::from_file`]).
+    pub fn new(config: RunConfig) -> Self {
+        Self {
+            config,
+            resume: None,
+        }
+    }
+
+    /// Continues the run at `path` (a run directory or one of its checkpoints) with the
+    /// config stored in the checkpoint, plus `overrides` (e.g. a larger
+    /// `training.max_iterations`, another `data.dir`). Changing anything that shapes the
+    /// computation (model, data order, batch size, optimizer, schedule before the current
+    /// iteration) makes the result differ from an uninterrupted run.
+    pub fn resume(path: &Path, overrides: &[Override]) -> Result<Self> {
+        let (run_dir, checkpoint) = resolve_resume(path)?;
+        let meta = Checkpoint::read_meta(&checkpoint)?;
+        let name = format!("config stored in {}", checkpoint.display());
+        let config = RunConfig::from_yaml(&meta.config_yaml, &name, overrides)?;
+        if config.model != meta.architecture {
+            return Err(TrainError::ArchitectureMismatch {
+                path: checkpoint,
+                expected: config.model.name(),
+                found: meta.architecture.name(),
+            });
+        }
+        Ok(Self {
+            config,
+            resume: Some(ResumePoint {
+                run_dir,
+                checkpoint,
+                meta,
+            }),
+        })
+    }
+
+    /// The config the session runs with.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The run directory being continued, for a resumed session.
+    pub fn resumed_run_dir(&self) -> Option<&Path> {
+        self.resume.as_ref().map(|r| r.run_dir.as_path())
+    }
+
+    /// Iterations already done, for a resumed session.
+    pub fn resumed_iteration(&self) -> Option<u64> {
+        self.resume.as_ref().map(|r| r.meta.iteration)
+    }
+
+    /// Trains on `data` (prepared from [`config`](Self::config)`.data`, e.g. with
+    /// [`Datasets::load`]) until `max_iterations` or a stop request, reporting progress to
+    /// `observer`. Runs in a pool of `training.threads` threads when set.
+    pub fn run(
+        self,
+        data: Datasets,
+        options: &TrainOptions,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<TrainOutcome> {
+        let threads = self.config.training.threads;
+        crate::device::with_threads(threads, move || {
+            crate::train_loop::run(self, data, options, observer)
+        })?
+    }
+}

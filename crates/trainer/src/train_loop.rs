@@ -1,0 +1,550 @@
+//! The training loop: by iteration, epochs derived from the training split, validation at
+//! every epoch end, checkpoints, metrics, TensorBoard scalars, plots, and the final test of
+//! the final and the best-on-validation model.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use cifar_data::{BatchLoader, LoaderConfig, Normalizer};
+use resnet_model::ResNetModel;
+
+use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointMeta, RunningStats, FORMAT_VERSION};
+use crate::config::RunConfig;
+use crate::data::Datasets;
+use crate::error::{ModelContext, Result, TrainError};
+use crate::evaluate::{evaluate, EvalResult};
+use crate::loss::{accuracy_count, cross_entropy};
+use crate::metrics::{MetricsLog, MetricsRecord, RecordKind};
+use crate::progress::{RunStart, StepInfo, TrainObserver};
+use crate::report::{ModelReport, Report, SetSizes};
+use crate::run_dir::RunDir;
+use crate::session::{StopReason, TrainOptions, TrainOutcome, TrainSession};
+use crate::sgd::Sgd;
+use crate::tensorboard::SummaryWriter;
+
+/// Position and running statistics of the loop (what a checkpoint must restore).
+#[derive(Clone, Debug, Default)]
+struct LoopState {
+    iteration: u64,
+    best_val: Option<(f64, u64)>,
+    epoch_stats: RunningStats,
+    window_stats: RunningStats,
+    elapsed_before: f64,
+}
+
+struct Trainer<'a> {
+    cfg: RunConfig,
+    data: Datasets,
+    run: RunDir,
+    device: Device,
+    model: ResNetModel,
+    sgd: Sgd,
+    normalizer: Arc<Normalizer>,
+    loader: BatchLoader,
+    ckdir: CheckpointDir,
+    metrics: MetricsLog,
+    tb: SummaryWriter,
+    state: LoopState,
+    session_start: Instant,
+    /// Newest checkpoint written (or resumed from) and its iteration.
+    last_checkpoint: Option<(PathBuf, u64)>,
+    observer: &'a mut dyn TrainObserver,
+}
+
+pub(crate) fn run(
+    session: TrainSession,
+    data: Datasets,
+    options: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    let mut trainer = Trainer::new(session, data, observer)?;
+    let outcome = trainer.train(options);
+    trainer.observer.finished();
+    if let Err(e) = trainer.tb.flush() {
+        tracing::warn!("flushing TensorBoard events: {e}");
+    }
+    outcome
+}
+
+impl<'a> Trainer<'a> {
+    fn new(
+        session: TrainSession,
+        data: Datasets,
+        observer: &'a mut dyn TrainObserver,
+    ) -> Result<Self> {
+        let cfg = session.config;
+        let device = crate::device::select_device(cfg.training.device)?;
+        let (run, model, sgd, normalizer, state, last_checkpoint) = match session.resume {
+            None => {
+                let run = RunDir::create(&cfg.output.runs_dir, &cfg.name)?;
+                let model = ResNetModel::new(&cfg.model, &device, cfg.seed)
+                    .ctx(|| format!("building {}", cfg.model.name()))?;
+                let sgd =
+                    Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
+                let normalizer = Normalizer::fit(&cfg.data.normalization, &data.train);
+                (run, model, sgd, normalizer, LoopState::default(), None)
+            }
+            Some(point) => {
+                let run = RunDir::open(&point.run_dir)?;
+                let ckpt = Checkpoint::read(&point.checkpoint, &device)?;
+                let model = ResNetModel::from_tensors(&cfg.model, &ckpt.model_state(), &device)
+                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
+                let mut sgd =
+                    Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
+                let momentum = ckpt
+                    .momentum
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                sgd.load_momentum_buffers(&momentum)
+                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
+                let m = &ckpt.meta;
+                let state = LoopState {
+                    iteration: m.iteration,
+                    best_val: m.best_val,
+                    epoch_stats: m.epoch_stats,
+                    window_stats: m.window_stats,
+                    elapsed_before: m.elapsed_s,
+                };
+                let last = Some((point.checkpoint.clone(), m.iteration));
+                (run, model, sgd, ckpt.normalizer, state, last)
+            }
+        };
+        std::fs::write(run.config(), cfg.to_yaml()).map_err(|e| TrainError::io(run.config(), e))?;
+        let normalizer = Arc::new(normalizer);
+        let loader = BatchLoader::new(
+            Arc::clone(&data.train),
+            Arc::clone(&normalizer),
+            LoaderConfig {
+                batch_size: cfg.training.batch_size,
+                shuffle: true,
+                drop_last: cfg.training.drop_last,
+                augment: cfg.data.augment,
+                seed: cfg.seed,
+                prefetch: cfg.training.prefetch,
+            },
+        );
+        if loader.batches_per_epoch() == 0 {
+            return Err(TrainError::ConfigValue {
+                source_name: "config".into(),
+                key: "training.batch_size".into(),
+                line: None,
+                set_by: None,
+                reason: format!(
+                    "{} is larger than the training set ({} images) with drop_last",
+                    cfg.training.batch_size,
+                    data.train.len()
+                ),
+            });
+        }
+        if let Some((path, _)) = &last_checkpoint {
+            let bpe = loader.batches_per_epoch() as u64;
+            let m = Checkpoint::read_meta(path)?;
+            if m.batches_per_epoch != bpe {
+                return Err(TrainError::checkpoint(
+                    path,
+                    format!(
+                        "the run had {} steps per epoch, this config and data give {bpe} \
+                         (were data limits, the split or the batch size changed?)",
+                        m.batches_per_epoch
+                    ),
+                ));
+            }
+        }
+        let ckdir = CheckpointDir::new(run.checkpoints(), cfg.training.keep_last)?;
+        let metrics = MetricsLog::open(run.root(), Some(state.iteration))?;
+        let tb = SummaryWriter::new(&run.tensorboard())
+            .map_err(|e| TrainError::io(run.tensorboard(), e))?;
+        Ok(Self {
+            cfg,
+            data,
+            run,
+            device,
+            model,
+            sgd,
+            normalizer,
+            loader,
+            ckdir,
+            metrics,
+            tb,
+            state,
+            session_start: Instant::now(),
+            last_checkpoint,
+            observer,
+        })
+    }
+
+    fn bpe(&self) -> u64 {
+        self.loader.batches_per_epoch() as u64
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.state.elapsed_before + self.session_start.elapsed().as_secs_f64()
+    }
+
+    fn train(&mut self, options: &TrainOptions) -> Result<TrainOutcome> {
+        let bpe = self.bpe();
+        let max = self.cfg.training.max_iterations;
+        let resumed = self.last_checkpoint.is_some();
+        self.observer.started(&RunStart {
+            run_dir: self.run.root(),
+            start_iteration: self.state.iteration,
+            max_iterations: max,
+            batches_per_epoch: bpe,
+            resumed,
+            device: crate::device::describe(&self.device),
+        });
+        tracing::info!(
+            run_dir = %self.run.root().display(),
+            "{} {} at iteration {} of {max} ({bpe} steps per epoch, {} training images)",
+            if resumed { "resuming" } else { "starting" },
+            self.cfg.model.name(),
+            self.state.iteration,
+            self.data.train.len()
+        );
+        while self.state.iteration < max {
+            let epoch = self.state.iteration / bpe;
+            let start = (self.state.iteration % bpe) as usize;
+            let mut batches = self.loader.epoch(epoch, start);
+            let mut t0 = Instant::now();
+            while let Some(batch) = batches.next() {
+                let lr = self.cfg.schedule.lr_at(self.state.iteration);
+                self.step(&batch, lr, t0.elapsed().as_secs_f64(), epoch)?;
+                let it = self.state.iteration;
+                let done = it == max;
+                let mut ckpt_here = None;
+                if it % bpe == 0 || done {
+                    ckpt_here = self.end_of_epoch(lr, done)?;
+                }
+                if done {
+                    break;
+                }
+                let reason = if options
+                    .stop
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::SeqCst))
+                {
+                    Some(StopReason::Interrupted)
+                } else if options.stop_after_iterations == Some(it) {
+                    Some(StopReason::IterationLimit)
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    drop(batches);
+                    let checkpoint = match ckpt_here {
+                        Some(p) => p,
+                        None => self.save_checkpoint(true, false)?,
+                    };
+                    return Ok(TrainOutcome::Stopped {
+                        run_dir: self.run.root().to_path_buf(),
+                        checkpoint,
+                        iteration: it,
+                        reason,
+                    });
+                }
+                t0 = Instant::now();
+            }
+        }
+        let report = self.final_report()?;
+        Ok(TrainOutcome::Finished {
+            run_dir: self.run.root().to_path_buf(),
+            report: Box::new(report),
+        })
+    }
+
+    /// One optimizer step on `batch`; `wait` is the time spent waiting for the batch.
+    fn step(&mut self, batch: &cifar_data::Batch, lr: f64, wait: f64, epoch: u64) -> Result<()> {
+        let t = Instant::now();
+        let it = self.state.iteration + 1;
+        let ctx = || format!("training step at iteration {it}");
+        let (x, y) = batch.to_tensors(&self.device).ctx(ctx)?;
+        let logits = self.model.forward_t(&x, true).ctx(ctx)?;
+        let loss = cross_entropy(&logits, &y, self.cfg.training.label_smoothing).ctx(ctx)?;
+        let loss_value = loss.to_scalar::<f32>().ctx(ctx)?;
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                iteration: it,
+                loss: loss_value,
+                last_checkpoint: self.last_checkpoint.as_ref().map(|(p, _)| p.clone()),
+            });
+        }
+        let correct = accuracy_count(&logits, &y).ctx(ctx)? as u64;
+        let grads = loss.backward().ctx(ctx)?;
+        self.sgd.step(&grads, lr).ctx(ctx)?;
+        self.state.iteration = it;
+        let n = batch.len() as u64;
+        let secs = wait + t.elapsed().as_secs_f64();
+        self.state.epoch_stats.add(loss_value, correct, n, secs);
+        self.state.window_stats.add(loss_value, correct, n, secs);
+        self.observer.step(&StepInfo {
+            iteration: it,
+            epoch,
+            lr,
+            loss: loss_value,
+            accuracy: correct as f64 / n.max(1) as f64,
+            images_per_sec: self.state.window_stats.images_per_sec(),
+        });
+        if it % self.cfg.training.log_every == 0 {
+            self.log_window(lr)?;
+        }
+        Ok(())
+    }
+
+    fn log_window(&mut self, lr: f64) -> Result<()> {
+        let w = std::mem::take(&mut self.state.window_stats);
+        let it = self.state.iteration;
+        let record = MetricsRecord {
+            kind: RecordKind::Step,
+            iteration: it,
+            epoch: it as f64 / self.bpe() as f64,
+            lr,
+            train_loss: w.loss(),
+            train_acc: w.accuracy(),
+            val_loss: None,
+            val_acc: None,
+            images_per_sec: w.images_per_sec(),
+            wall_time_s: self.elapsed(),
+        };
+        self.scalars(&[
+            ("train/loss", record.train_loss),
+            ("train/accuracy", record.train_acc),
+            ("train/lr", lr),
+            ("train/images_per_sec", record.images_per_sec),
+        ])?;
+        self.metrics.append(record)
+    }
+
+    fn scalars(&mut self, values: &[(&str, f64)]) -> Result<()> {
+        let it = self.state.iteration;
+        for (tag, v) in values {
+            self.tb
+                .add_scalar(tag, *v as f32, it as i64)
+                .map_err(|e| TrainError::io(self.run.tensorboard(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Validation, the epoch's metrics row, plots, and the checkpoints due. Returns the
+    /// periodic checkpoint written, if any.
+    fn end_of_epoch(&mut self, lr: f64, done: bool) -> Result<Option<PathBuf>> {
+        let it = self.state.iteration;
+        let val = match self.data.val.clone() {
+            Some(set) => {
+                self.observer.phase("validating");
+                Some(evaluate(
+                    &self.model,
+                    &set,
+                    &self.normalizer,
+                    self.cfg.training.eval_batch_size,
+                    &self.data.class_names,
+                )?)
+            }
+            None => None,
+        };
+        let e = std::mem::take(&mut self.state.epoch_stats);
+        let record = MetricsRecord {
+            kind: RecordKind::Epoch,
+            iteration: it,
+            epoch: it as f64 / self.bpe() as f64,
+            lr,
+            train_loss: e.loss(),
+            train_acc: e.accuracy(),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_acc: val.as_ref().map(|v| v.accuracy),
+            images_per_sec: e.images_per_sec(),
+            wall_time_s: self.elapsed(),
+        };
+        let mut tags = vec![
+            ("epoch/train_loss", record.train_loss),
+            ("epoch/train_accuracy", record.train_acc),
+        ];
+        if let Some(v) = &val {
+            tags.push(("val/loss", v.loss));
+            tags.push(("val/accuracy", v.accuracy));
+        }
+        self.scalars(&tags)?;
+        tracing::info!(
+            "epoch {:.2} (iteration {it}): train loss {:.4} acc {:.4}{} lr {lr} {:.0} img/s",
+            record.epoch,
+            record.train_loss,
+            record.train_acc,
+            val.as_ref().map_or(String::new(), |v| format!(
+                ", val loss {:.4} acc {:.4}",
+                v.loss, v.accuracy
+            )),
+            record.images_per_sec
+        );
+        self.observer.epoch(&record);
+        self.metrics.append(record)?;
+        self.tb
+            .flush()
+            .map_err(|e| TrainError::io(self.run.tensorboard(), e))?;
+        crate::curves::draw(&self.run.plots(), self.metrics.records())?;
+        let is_best = match (&val, self.state.best_val) {
+            (Some(v), Some((best, _))) => v.accuracy > best,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if is_best {
+            self.state.best_val = val.as_ref().map(|v| (v.accuracy, it));
+        }
+        let epochs_done = it / self.bpe();
+        let periodic = done
+            || (it % self.bpe() == 0
+                && epochs_done % self.cfg.training.checkpoint_every_epochs == 0);
+        if periodic || is_best {
+            self.observer.phase("writing checkpoint");
+            let p = self.save_checkpoint(periodic, is_best)?;
+            return Ok(periodic.then_some(p));
+        }
+        Ok(None)
+    }
+
+    fn snapshot(&self) -> Result<Checkpoint> {
+        let it = self.state.iteration;
+        let bpe = self.bpe();
+        let model = self.model.state_dict().ctx(|| "copying the model state")?;
+        let momentum = self.sgd.momentum_buffers().into_iter().collect();
+        Ok(Checkpoint {
+            meta: CheckpointMeta {
+                format_version: FORMAT_VERSION,
+                iteration: it,
+                epoch: it / bpe,
+                batch_in_epoch: it % bpe,
+                batches_per_epoch: bpe,
+                seed: self.cfg.seed,
+                best_val: self.state.best_val,
+                epoch_stats: self.state.epoch_stats,
+                window_stats: self.state.window_stats,
+                elapsed_s: self.elapsed(),
+                architecture: self.cfg.model.clone(),
+                class_names: self.data.class_names.clone(),
+                config_yaml: self.cfg.to_yaml(),
+                config_digest: self.cfg.digest(),
+                written_at: chrono::Local::now().to_rfc3339(),
+            },
+            model,
+            momentum,
+            normalizer: (*self.normalizer).clone(),
+        })
+    }
+
+    /// Writes a periodic checkpoint (and `latest`), and/or `best`. Returns the path written
+    /// (the periodic one when there is one).
+    fn save_checkpoint(&mut self, periodic: bool, best: bool) -> Result<PathBuf> {
+        let ckpt = self.snapshot()?;
+        let path = if periodic {
+            let p = self.ckdir.save(&ckpt, best)?;
+            self.last_checkpoint = Some((p.clone(), ckpt.meta.iteration));
+            p
+        } else {
+            let p = self.ckdir.best();
+            ckpt.write(&p)?;
+            p
+        };
+        tracing::debug!("checkpoint written: {}", path.display());
+        Ok(path)
+    }
+
+    fn test(&mut self, which: &str) -> Result<EvalResult> {
+        self.observer.phase(&format!("testing the {which} model"));
+        evaluate(
+            &self.model,
+            &self.data.test,
+            &self.normalizer,
+            self.cfg.training.eval_batch_size,
+            &self.data.class_names,
+        )
+    }
+
+    fn final_report(&mut self) -> Result<Report> {
+        let it = self.state.iteration;
+        let last_val = self
+            .metrics
+            .records()
+            .iter()
+            .rev()
+            .find(|r| r.kind == RecordKind::Epoch && r.iteration == it)
+            .and_then(|r| r.val_acc);
+        let final_test = self.test("final")?;
+        let final_model = ModelReport {
+            which: "final".into(),
+            iteration: it,
+            val_accuracy: last_val,
+            checkpoint: self.ckdir.latest().display().to_string(),
+            test: final_test,
+        };
+        let best_model = match self.state.best_val {
+            Some((acc, best_it)) if best_it != it => {
+                let best = Checkpoint::read(&self.ckdir.best(), &self.device)?;
+                self.model
+                    .load_state_dict(&best.model_state())
+                    .map_err(|e| TrainError::checkpoint(self.ckdir.best(), e.to_string()))?;
+                ModelReport {
+                    which: "best".into(),
+                    iteration: best_it,
+                    val_accuracy: Some(acc),
+                    checkpoint: self.ckdir.best().display().to_string(),
+                    test: self.test("best")?,
+                }
+            }
+            best => ModelReport {
+                which: "best".into(),
+                checkpoint: if best.is_some() {
+                    self.ckdir.best().display().to_string()
+                } else {
+                    final_model.checkpoint.clone()
+                },
+                ..final_model.clone()
+            },
+        };
+        self.scalars(&[
+            ("test/accuracy_final", final_model.test.accuracy),
+            ("test/loss_final", final_model.test.loss),
+            ("test/accuracy_best", best_model.test.accuracy),
+        ])?;
+        let wall = self.elapsed();
+        let report = Report {
+            name: self.cfg.name.clone(),
+            architecture: self.cfg.model.name(),
+            parameters: self.model.num_parameters(),
+            iterations: it,
+            epochs: it as f64 / self.bpe() as f64,
+            wall_time_s: wall,
+            images_per_sec: self.mean_images_per_sec(),
+            set_sizes: SetSizes {
+                train: self.data.train.len(),
+                val: self.data.val.as_ref().map_or(0, |v| v.len()),
+                test: self.data.test.len(),
+            },
+            config_digest: self.cfg.digest(),
+            final_model,
+            best_model,
+        };
+        report.write(self.run.root())?;
+        tracing::info!(
+            "test accuracy: final {:.4}, best-on-validation {:.4}",
+            report.final_model.test.accuracy,
+            report.best_model.test.accuracy
+        );
+        Ok(report)
+    }
+
+    /// Mean of the epoch rows' training throughput.
+    fn mean_images_per_sec(&self) -> f64 {
+        let rows: Vec<&MetricsRecord> = self
+            .metrics
+            .records()
+            .iter()
+            .filter(|r| r.kind == RecordKind::Epoch)
+            .collect();
+        if rows.is_empty() {
+            return 0.0;
+        }
+        rows.iter().map(|r| r.images_per_sec).sum::<f64>() / rows.len() as f64
+    }
+}
