@@ -85,9 +85,14 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn random_batch(rng: &mut ChaCha8Rng, batch: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let x: Vec<f32> = (0..batch * 3 * 32 * 32).map(|_| rng.sample(StandardNormal)).collect();
+    let x: Vec<f32> = (0..batch * 3 * 32 * 32)
+        .map(|_| rng.sample(StandardNormal))
+        .collect();
     let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..10)).collect();
-    Ok((Tensor::from_vec(x, (batch, 3, 32, 32), dev)?, Tensor::from_vec(y, batch, dev)?))
+    Ok((
+        Tensor::from_vec(x, (batch, 3, 32, 32), dev)?,
+        Tensor::from_vec(y, batch, dev)?,
+    ))
 }
 
 /// SGD with momentum and weight decay, PyTorch semantics: `d = g + wd * p`,
@@ -144,7 +149,10 @@ fn train(a: &Args) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (x, y) = random_batch(&mut rng, a.train_batch, &dev)?;
     let params = model.parameters();
-    let mut sgd = Sgd { bufs: vec![None; params.len()], params };
+    let mut sgd = Sgd {
+        bufs: vec![None; params.len()],
+        params,
+    };
     let (mut times, mut fwd, mut bwd, mut upd) = (vec![], vec![], vec![], vec![]);
     for i in 0..a.warmup + a.iters {
         let t0 = Instant::now();
@@ -197,6 +205,7 @@ fn infer(a: &Args) -> Result<()> {
 }
 
 fn main() {
+    resnet_model::ops::tune_allocator();
     let a = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -214,7 +223,10 @@ fn main() {
             for mode in ["train", "infer"] {
                 let mut args = rest.clone();
                 args.extend(["--mode".to_string(), mode.to_string()]);
-                let status = Command::new(&exe).args(&args).status().expect("run benchmark");
+                let status = Command::new(&exe)
+                    .args(&args)
+                    .status()
+                    .expect("run benchmark");
                 if !status.success() {
                     eprintln!("throughput: the {mode} run failed ({status})");
                     std::process::exit(1);

@@ -8,7 +8,13 @@ use candle_core::{DType, Device, Tensor};
 use ops_util::*;
 use resnet_model::ops;
 
-const SHAPES: &[[usize; 4]] = &[[1, 3, 5, 5], [2, 4, 7, 3], [3, 16, 8, 8], [4, 5, 9, 11], [3, 2, 1, 1]];
+const SHAPES: &[[usize; 4]] = &[
+    [1, 3, 5, 5],
+    [2, 4, 7, 3],
+    [3, 16, 8, 8],
+    [4, 5, 9, 11],
+    [3, 2, 1, 1],
+];
 
 struct Train {
     y: Tensor,
@@ -55,7 +61,7 @@ fn train_matches_reference() {
             assert_close(&what("dx"), &f.dx, &s.dx, 1e-4);
             assert_close(&what("dgamma"), &f.dgamma, &s.dgamma, 1e-5);
             assert_close(&what("dbeta"), &f.dbeta, &s.dbeta, 1e-5);
-            assert!(f.mean.track_op() == false && f.var.track_op() == false);
+            assert!(!f.mean.track_op() && !f.var.track_op());
         }
     }
 }
@@ -68,14 +74,23 @@ fn train_gradients_match_f64_finite_differences() {
         let x = randn_var(&mut r, &dims, 1.0, 1.5);
         let gamma = randn_var(&mut r, &[3], 1.0, 0.3);
         let beta = randn_var(&mut r, &[3], 0.2, 0.5);
-        let y = ops::batch_norm_train(&x, &gamma, &beta, 1e-5, relu).unwrap().y;
+        let y = ops::batch_norm_train(&x, &gamma, &beta, 1e-5, relu)
+            .unwrap()
+            .y;
         let probe = randn(&mut r, &dims, 0.0, 1.0);
         let g = grads(&y, &probe, &[&x, &gamma, &beta]);
         let probe64 = probe.to_dtype(DType::F64).unwrap();
         let f = |a: &[Tensor]| {
-            functional(&ops::batch_norm_train_slow(&a[0], &a[1], &a[2], 1e-5, relu)?.y, &probe64)
+            functional(
+                &ops::batch_norm_train_slow(&a[0], &a[1], &a[2], 1e-5, relu)?.y,
+                &probe64,
+            )
         };
-        let inputs = [x.as_tensor().clone(), gamma.as_tensor().clone(), beta.as_tensor().clone()];
+        let inputs = [
+            x.as_tensor().clone(),
+            gamma.as_tensor().clone(),
+            beta.as_tensor().clone(),
+        ];
         for (j, name) in ["dx", "dgamma", "dbeta"].iter().enumerate() {
             let num = numeric_grad(&inputs, j, 1e-6, f);
             assert_close(&format!("relu={relu} {name}"), &g[j], &num, 1e-4);
@@ -90,8 +105,16 @@ fn eval(dims: &[usize], relu: bool, seed: u64, fast: bool) -> [Tensor; 4] {
     let gamma = randn_var(&mut r, c, 1.0, 0.5);
     let beta = randn_var(&mut r, c, 0.0, 0.5);
     let rm = randn(&mut r, c, 0.5, 1.0);
-    let rv = randn(&mut r, c, 0.0, 1.0).abs().unwrap().affine(1.0, 0.1).unwrap();
-    let f = if fast { ops::batch_norm_eval } else { ops::batch_norm_eval_slow };
+    let rv = randn(&mut r, c, 0.0, 1.0)
+        .abs()
+        .unwrap()
+        .affine(1.0, 0.1)
+        .unwrap();
+    let f = if fast {
+        ops::batch_norm_eval
+    } else {
+        ops::batch_norm_eval_slow
+    };
     let y = f(&x, &gamma, &beta, &rm, &rv, 1e-5, relu).unwrap();
     let probe = randn(&mut r, dims, 0.0, 1.0);
     let g = grads(&y, &probe, &[&x, &gamma, &beta]);
@@ -136,7 +159,9 @@ fn bad_parameter_shapes_are_errors() {
     let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &dev).unwrap();
     let ok = Tensor::ones(3, DType::F32, &dev).unwrap();
     let bad = Tensor::ones(4, DType::F32, &dev).unwrap();
-    let err = ops::batch_norm_train(&x, &bad, &ok, 1e-5, false).unwrap_err().to_string();
+    let err = ops::batch_norm_train(&x, &bad, &ok, 1e-5, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("[3]"), "{err}");
     assert!(ops::batch_norm_eval(&x, &ok, &ok, &bad, &ok, 1e-5, true).is_err());
     let x3 = Tensor::zeros((2, 3, 4), DType::F32, &dev).unwrap();

@@ -89,11 +89,21 @@ fn bit_identical_with_one_and_two_threads() {
 #[test]
 fn non_contiguous_input_and_f64_fallback() {
     let mut r = rng(5);
-    let x = randn(&mut r, &[3, 2, 6, 6], 0.0, 1.0).transpose(2, 3).unwrap();
+    let x = randn(&mut r, &[3, 2, 6, 6], 0.0, 1.0)
+        .transpose(2, 3)
+        .unwrap();
     let w = randn(&mut r, &[4, 2, 3, 3], 0.0, 1.0);
     let y = ops::conv2d(&x, &w, 2, 1).unwrap();
-    assert_close("strided x", &y, &ops::conv2d_slow(&x, &w, 2, 1).unwrap(), 1e-5);
-    let (x64, w64) = (x.to_dtype(DType::F64).unwrap(), w.to_dtype(DType::F64).unwrap());
+    assert_close(
+        "strided x",
+        &y,
+        &ops::conv2d_slow(&x, &w, 2, 1).unwrap(),
+        1e-5,
+    );
+    let (x64, w64) = (
+        x.to_dtype(DType::F64).unwrap(),
+        w.to_dtype(DType::F64).unwrap(),
+    );
     let y64 = ops::conv2d(&x64, &w64, 2, 1).unwrap();
     assert_eq!(y64.dtype(), DType::F64);
     assert_close("f64 fallback", &y64.to_dtype(DType::F32).unwrap(), &y, 1e-5);

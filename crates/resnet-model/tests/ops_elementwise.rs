@@ -9,12 +9,20 @@ use resnet_model::ops;
 
 #[test]
 fn add_relu_matches_reference() {
-    for (i, dims) in [[1, 3, 5, 5], [4, 16, 9, 7], [2, 1, 1, 1], [3, 64, 33, 17]].iter().enumerate() {
+    for (i, dims) in [[1, 3, 5, 5], [4, 16, 9, 7], [2, 1, 1, 1], [3, 64, 33, 17]]
+        .iter()
+        .enumerate()
+    {
         let run = |fast: bool| {
             let mut r = rng(i as u64);
             let a = randn_var(&mut r, dims, 0.0, 1.0);
             let b = randn_var(&mut r, dims, 0.0, 1.0);
-            let z = if fast { ops::add_relu(&a, &b) } else { ops::add_relu_slow(&a, &b) }.unwrap();
+            let z = if fast {
+                ops::add_relu(&a, &b)
+            } else {
+                ops::add_relu_slow(&a, &b)
+            }
+            .unwrap();
             let probe = randn(&mut r, dims, 0.0, 1.0);
             let g = grads(&z, &probe, &[&a, &b]);
             [z, g[0].clone(), g[1].clone()]
@@ -32,14 +40,23 @@ fn add_relu_matches_reference() {
 
 #[test]
 fn subsample_pad_matches_reference() {
-    for (i, (dims, co)) in [([2, 16, 32, 32], 32), ([3, 4, 7, 5], 8), ([1, 3, 1, 1], 3), ([2, 2, 6, 9], 6)]
-        .iter()
-        .enumerate()
+    for (i, (dims, co)) in [
+        ([2, 16, 32, 32], 32),
+        ([3, 4, 7, 5], 8),
+        ([1, 3, 1, 1], 3),
+        ([2, 2, 6, 9], 6),
+    ]
+    .iter()
+    .enumerate()
     {
         let run = |fast: bool| {
             let mut r = rng(20 + i as u64);
             let x = randn_var(&mut r, dims, 0.0, 1.0);
-            let f = if fast { ops::subsample_pad } else { ops::subsample_pad_slow };
+            let f = if fast {
+                ops::subsample_pad
+            } else {
+                ops::subsample_pad_slow
+            };
             let y = f(&x, *co).unwrap();
             let probe = randn(&mut r, y.dims(), 0.0, 1.0);
             let g = grads(&y, &probe, &[&x]);

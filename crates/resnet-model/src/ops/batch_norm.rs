@@ -33,7 +33,10 @@ pub(crate) struct BatchNormTrain {
 fn params<'a>(op: &str, c: usize, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let v = slice(op, s, l)?;
     if v.len() != c || l.dims().len() != 1 {
-        bail!("{op}: expected a per-channel parameter of shape [{c}], got {:?}", l.dims())
+        bail!(
+            "{op}: expected a per-channel parameter of shape [{c}], got {:?}",
+            l.dims()
+        )
     }
     Ok(v)
 }
@@ -88,11 +91,20 @@ impl CustomOp3 for BatchNormTrain {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         const OP: &str = "batch_norm_train backward";
-        let Some(s) = self.saved.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+        let Some(s) = self
+            .saved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
             bail!("{OP}: no saved statistics (forward did not run on the CPU)")
         };
         let p = Planes::from_dims(OP, x.dims())?;
-        let mask = Masked { scale: &s.scale, shift: &s.shift, relu: self.relu };
+        let mask = Masked {
+            scale: &s.scale,
+            shift: &s.shift,
+            relu: self.relu,
+        };
         let m = p.per_channel().max(1) as f64;
         let (dx, dgamma, dbeta) = with_data(OP, x, |xs| {
             with_data(OP, dy, |gs| {
@@ -106,7 +118,12 @@ impl CustomOp3 for BatchNormTrain {
                     b.push((-sc * s1[c] / m) as f32);
                     dgamma.push((s2[c] * is) as f32);
                 }
-                let coef = GradCoef { k: &s.scale, center: &s.mean, a: &a, b: &b };
+                let coef = GradCoef {
+                    k: &s.scale,
+                    center: &s.mean,
+                    a: &a,
+                    b: &b,
+                };
                 let dbeta: Vec<f32> = s1.iter().map(|&v| v as f32).collect();
                 (grad_input(p, xs, gs, mask, &coef), dgamma, dbeta)
             })
@@ -145,7 +162,10 @@ impl CustomOp3 for ChannelAffine {
         let x = slice(OP, s1, l1)?;
         let scale = params(OP, p.c, s2, l2)?;
         let shift = params(OP, p.c, s3, l3)?;
-        Ok(output(affine(p, x, scale, shift, self.relu), l1.shape().clone()))
+        Ok(output(
+            affine(p, x, scale, shift, self.relu),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -159,12 +179,21 @@ impl CustomOp3 for ChannelAffine {
         const OP: &str = "batch_norm_eval backward";
         let p = Planes::from_dims(OP, x.dims())?;
         let (sc, sh) = (to_vec(OP, scale)?, to_vec(OP, shift)?);
-        let mask = Masked { scale: &sc, shift: &sh, relu: self.relu };
+        let mask = Masked {
+            scale: &sc,
+            shift: &sh,
+            relu: self.relu,
+        };
         let zeros = vec![0f32; p.c];
         let (dx, dscale, dshift) = with_data(OP, x, |xs| {
             with_data(OP, dy, |gs| {
                 let (s1, s2) = grad_sums(p, xs, gs, mask, &zeros);
-                let coef = GradCoef { k: &sc, center: &zeros, a: &zeros, b: &zeros };
+                let coef = GradCoef {
+                    k: &sc,
+                    center: &zeros,
+                    a: &zeros,
+                    b: &zeros,
+                };
                 let dx = grad_input(p, xs, gs, mask, &coef);
                 let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
                 (dx, f(s2), f(s1))

@@ -68,7 +68,11 @@ multiversion! {
 /// Per-channel `(Σ (x - s), Σ (x - s)²)` with the shift `s = x[0, c, 0, 0]`, which keeps the
 /// variance free of cancellation when the mean is large.
 fn shifted_moments(p: Planes, x: &[f32], c: usize) -> (f64, f64, f32) {
-    let shift = if p.per_channel() > 0 { p.plane(x, 0, c)[0] } else { 0.0 };
+    let shift = if p.per_channel() > 0 {
+        p.plane(x, 0, c)[0]
+    } else {
+        0.0
+    };
     let (mut s1, mut s2) = (0f64, 0f64);
     for n in 0..p.n {
         let (a, q) = row_moments(p.plane(x, n, c), shift);
@@ -145,21 +149,25 @@ multiversion! {
     /// `relu`; 16 f32 lanes summed in f64.
     fn row_grad_sums(xr: &[f32], gr: &[f32], sc: f32, sh: f32, relu: bool, ce: f32) -> (f64, f64) {
         let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
+        // all-ones bits where the gradient passes, zero where the ReLU blocked it
+        let pass = |xv: f32| if !relu || xv * sc + sh > 0.0 { u32::MAX } else { 0 };
         let mut xi = xr.chunks_exact(LANES);
         let mut gi = gr.chunks_exact(LANES);
         for (xc, gc) in (&mut xi).zip(&mut gi) {
             let xc: &[f32; LANES] = xc.try_into().expect("exact chunk");
             let gc: &[f32; LANES] = gc.try_into().expect("exact chunk");
+            let mut m = [0u32; LANES];
             for i in 0..LANES {
-                let keep = !relu || xc[i] * sc + sh > 0.0;
-                let g = if keep { gc[i] } else { 0.0 };
+                m[i] = pass(xc[i]);
+            }
+            for i in 0..LANES {
+                let g = f32::from_bits(gc[i].to_bits() & m[i]);
                 a[i] += g;
                 q[i] += g * (xc[i] - ce);
             }
         }
         for (i, (&xv, &gv)) in xi.remainder().iter().zip(gi.remainder()).enumerate() {
-            let keep = !relu || xv * sc + sh > 0.0;
-            let g = if keep { gv } else { 0.0 };
+            let g = f32::from_bits(gv.to_bits() & pass(xv));
             a[i] += g;
             q[i] += g * (xv - ce);
         }
@@ -200,7 +208,13 @@ pub(crate) struct GradCoef<'a> {
 }
 
 /// Input gradient of the affine map (and of BatchNorm, through `GradCoef`).
-pub(crate) fn grad_input(p: Planes, x: &[f32], dy: &[f32], m: Masked<'_>, k: &GradCoef<'_>) -> Vec<f32> {
+pub(crate) fn grad_input(
+    p: Planes,
+    x: &[f32],
+    dy: &[f32],
+    m: Masked<'_>,
+    k: &GradCoef<'_>,
+) -> Vec<f32> {
     let mut dx = Uninit::new(p.len());
     let img = p.c * p.hw;
     if img > 0 {
@@ -229,10 +243,16 @@ multiversion! {
         relu: bool,
     ) {
         let [sc, sh, kc, ce, ac, bc] = coef;
-        for ((d, &xv), &gv) in dst.iter_mut().zip(x).zip(dy) {
-            let keep = !relu || xv * sc + sh > 0.0;
-            let g = if keep { gv } else { 0.0 };
-            d.write(g * kc + ((xv - ce) * ac + bc));
+        if relu {
+            for ((d, &xv), &gv) in dst.iter_mut().zip(x).zip(dy) {
+                let m = if xv * sc + sh > 0.0 { u32::MAX } else { 0 };
+                let g = f32::from_bits(gv.to_bits() & m);
+                d.write(g * kc + ((xv - ce) * ac + bc));
+            }
+        } else {
+            for ((d, &xv), &gv) in dst.iter_mut().zip(x).zip(dy) {
+                d.write(gv * kc + ((xv - ce) * ac + bc));
+            }
         }
     }
 }

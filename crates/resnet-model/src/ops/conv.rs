@@ -63,7 +63,13 @@ impl CustomOp2 for Conv2d {
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let mut out = Uninit::new(g.n * g.out_img());
-    let wt = MatRef { data: w, rows: ckk, cols: g.cout, rs: 1, cs: ckk }; // W^T [ckk x cout]
+    let wt = MatRef {
+        data: w,
+        rows: ckk,
+        cols: g.cout,
+        rs: 1,
+        cs: ckk,
+    }; // W^T [ckk x cout]
     out.slots()
         .par_chunks_mut(nb * g.out_img())
         .zip(x.par_chunks(nb * g.in_img()))
@@ -72,7 +78,13 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
             let gemm_into = |col: &[f32], ld: usize, y: &mut [_]| {
                 for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
                     // y_b^T [p x cout] = col_b^T [p x ckk] · W^T [ckk x cout]
-                    let lhs = MatRef { data: &col[b * p..], rows: p, cols: ckk, rs: 1, cs: ld };
+                    let lhs = MatRef {
+                        data: &col[b * p..],
+                        rows: p,
+                        cols: ckk,
+                        rs: 1,
+                        cs: ld,
+                    };
                     sgemm(MatMut::uninit(yb, p, g.cout, 1, p), false, lhs, wt);
                 }
             };
@@ -133,7 +145,13 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let mut dx = Uninit::new(g.n * g.in_img());
     // W [cout x ckk] stored transposed, so that the GEMM reads it without repacking
     let w_t = transpose(w, g.cout, ckk);
-    let wm = MatRef { data: &w_t, rows: g.cout, cols: ckk, rs: 1, cs: g.cout };
+    let wm = MatRef {
+        data: &w_t,
+        rows: g.cout,
+        cols: ckk,
+        rs: 1,
+        cs: g.cout,
+    };
     dx.slots()
         .par_chunks_mut(nb * g.in_img())
         .zip(dy.par_chunks(nb * g.out_img()))
@@ -141,7 +159,13 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
             let nb = dx.len() / g.in_img();
             if g.is_pointwise() {
                 for (b, dxb) in dx.chunks_mut(g.in_img()).enumerate() {
-                    let lhs = MatRef { data: &dy[b * g.out_img()..], rows: p, cols: g.cout, rs: 1, cs: p };
+                    let lhs = MatRef {
+                        data: &dy[b * g.out_img()..],
+                        rows: p,
+                        cols: g.cout,
+                        rs: 1,
+                        cs: p,
+                    };
                     // dx_b^T [p x cin] = dy_b^T [p x cout] · W [cout x cin]
                     sgemm(MatMut::uninit(dxb, p, ckk, 1, p), false, lhs, wm);
                 }
@@ -155,9 +179,20 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
             with_scratch(ckk * nb * p, 0, |dcol, _| {
                 let ld = nb * p;
                 for b in 0..nb {
-                    let lhs = MatRef { data: &dy[b * g.out_img()..], rows: p, cols: g.cout, rs: 1, cs: p };
+                    let lhs = MatRef {
+                        data: &dy[b * g.out_img()..],
+                        rows: p,
+                        cols: g.cout,
+                        rs: 1,
+                        cs: p,
+                    };
                     // dcol_b^T [p x ckk] = dy_b^T [p x cout] · W [cout x ckk]
-                    sgemm(MatMut::new(&mut dcol[b * p..], p, ckk, 1, ld), false, lhs, wm);
+                    sgemm(
+                        MatMut::new(&mut dcol[b * p..], p, ckk, 1, ld),
+                        false,
+                        lhs,
+                        wm,
+                    );
                 }
                 col2im(g, dcol, nb, dx);
             });
@@ -241,8 +276,20 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 // col(x_b) is x_b itself: accumulate one GEMM per image, in image order.
                 for b in 0..nb {
                     // dW_b [cout x cin] = dy_b [cout x p] · x_b^T [p x cin]
-                    let lhs = MatRef { data: &dy[b * g.out_img()..], rows: g.cout, cols: p, rs: p, cs: 1 };
-                    let rhs = MatRef { data: &x[b * g.in_img()..], rows: p, cols: ckk, rs: 1, cs: p };
+                    let lhs = MatRef {
+                        data: &dy[b * g.out_img()..],
+                        rows: g.cout,
+                        cols: p,
+                        rs: p,
+                        cs: 1,
+                    };
+                    let rhs = MatRef {
+                        data: &x[b * g.in_img()..],
+                        rows: p,
+                        cols: ckk,
+                        rs: 1,
+                        cs: p,
+                    };
                     sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), b > 0, lhs, rhs);
                 }
                 return;
@@ -265,8 +312,20 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     dyt
                 };
                 // dW [cout x ckk] = dy_chunk [cout x nb*p] · col^T [nb*p x ckk]
-                let lhs = MatRef { data: dyc, rows: g.cout, cols: ld, rs: ld, cs: 1 };
-                let rhs = MatRef { data: col, rows: ld, cols: ckk, rs: 1, cs: ld };
+                let lhs = MatRef {
+                    data: dyc,
+                    rows: g.cout,
+                    cols: ld,
+                    rs: ld,
+                    cs: 1,
+                };
+                let rhs = MatRef {
+                    data: col,
+                    rows: ld,
+                    cols: ckk,
+                    rs: 1,
+                    cs: ld,
+                };
                 sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), false, lhs, rhs);
             });
         });

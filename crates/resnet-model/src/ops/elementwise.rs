@@ -43,7 +43,11 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         if l1.shape() != l2.shape() {
-            bail!("add_relu: shape mismatch {:?} vs {:?}", l1.dims(), l2.dims())
+            bail!(
+                "add_relu: shape mismatch {:?} vs {:?}",
+                l1.dims(),
+                l2.dims()
+            )
         }
         let a = slice("add_relu", s1, l1)?;
         let b = slice("add_relu", s2, l2)?;
@@ -106,7 +110,16 @@ impl SubsamplePad {
         if co < c || (co - c) % 2 != 0 {
             bail!("subsample_pad: cannot pad {c} channels to {co} symmetrically")
         }
-        Ok(Dims { n, c, h, w, h2: h.div_ceil(2), w2: w.div_ceil(2), pad: (co - c) / 2, co })
+        Ok(Dims {
+            n,
+            c,
+            h,
+            w,
+            h2: h.div_ceil(2),
+            w2: w.div_ceil(2),
+            pad: (co - c) / 2,
+            co,
+        })
     }
 }
 
@@ -121,21 +134,24 @@ impl CustomOp1 for SubsamplePad {
         let (p2, img) = (d.h2 * d.w2, d.co * d.h2 * d.w2);
         let mut y = Uninit::new(d.n * img);
         if img > 0 {
-            y.slots().par_chunks_mut(img).enumerate().for_each(|(n, yi)| {
-                for (co, plane) in yi.chunks_mut(p2).enumerate() {
-                    if co < d.pad || co >= d.pad + d.c {
-                        plane.fill(std::mem::MaybeUninit::new(0.0));
-                        continue;
-                    }
-                    let src = &x[(n * d.c + co - d.pad) * d.h * d.w..][..d.h * d.w];
-                    for (i, row) in plane.chunks_mut(d.w2).enumerate() {
-                        let srow = &src[2 * i * d.w..][..d.w];
-                        for (o, &v) in row.iter_mut().zip(srow.iter().step_by(2)) {
-                            o.write(v);
+            y.slots()
+                .par_chunks_mut(img)
+                .enumerate()
+                .for_each(|(n, yi)| {
+                    for (co, plane) in yi.chunks_mut(p2).enumerate() {
+                        if co < d.pad || co >= d.pad + d.c {
+                            plane.fill(std::mem::MaybeUninit::new(0.0));
+                            continue;
+                        }
+                        let src = &x[(n * d.c + co - d.pad) * d.h * d.w..][..d.h * d.w];
+                        for (i, row) in plane.chunks_mut(d.w2).enumerate() {
+                            let srow = &src[2 * i * d.w..][..d.w];
+                            for (o, &v) in row.iter_mut().zip(srow.iter().step_by(2)) {
+                                o.write(v);
+                            }
                         }
                     }
-                }
-            });
+                });
         }
         // SAFETY: every plane was written.
         Ok(output(unsafe { y.assume_init() }, (d.n, d.co, d.h2, d.w2)))

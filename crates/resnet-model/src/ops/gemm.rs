@@ -33,7 +33,16 @@ impl<'a> MatMut<'a> {
     /// A view over initialised memory (may be accumulated into).
     pub(crate) fn new(data: &'a mut [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
         let (ptr, len) = (data.as_mut_ptr(), data.len());
-        Self { ptr, len, init: true, rows, cols, rs, cs, _borrow: PhantomData }
+        Self {
+            ptr,
+            len,
+            init: true,
+            rows,
+            cols,
+            rs,
+            cs,
+            _borrow: PhantomData,
+        }
     }
 
     /// A view over uninitialised memory (may only be overwritten).
@@ -45,7 +54,16 @@ impl<'a> MatMut<'a> {
         cs: usize,
     ) -> Self {
         let (ptr, len) = (data.as_mut_ptr().cast(), data.len());
-        Self { ptr, len, init: false, rows, cols, rs, cs, _borrow: PhantomData }
+        Self {
+            ptr,
+            len,
+            init: false,
+            rows,
+            cols,
+            rs,
+            cs,
+            _borrow: PhantomData,
+        }
     }
 }
 
@@ -59,12 +77,21 @@ fn max_offset(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 /// errors in this module, never a consequence of user input (shapes are validated before).
 pub(crate) fn sgemm(dst: MatMut<'_>, accumulate: bool, lhs: MatRef<'_>, rhs: MatRef<'_>) {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
-    assert!(lhs.rows == m && rhs.rows == k && rhs.cols == n, "sgemm shape mismatch");
+    assert!(
+        lhs.rows == m && rhs.rows == k && rhs.cols == n,
+        "sgemm shape mismatch"
+    );
     if m == 0 || n == 0 {
         return;
     }
-    assert!(dst.init || !accumulate, "sgemm cannot accumulate into uninitialised memory");
-    assert!(max_offset(m, n, dst.rs, dst.cs) < dst.len, "sgemm dst out of bounds");
+    assert!(
+        dst.init || !accumulate,
+        "sgemm cannot accumulate into uninitialised memory"
+    );
+    assert!(
+        max_offset(m, n, dst.rs, dst.cs) < dst.len,
+        "sgemm dst out of bounds"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -76,8 +103,14 @@ pub(crate) fn sgemm(dst: MatMut<'_>, accumulate: bool, lhs: MatRef<'_>, rhs: Mat
         }
         return;
     }
-    assert!(max_offset(m, k, lhs.rs, lhs.cs) < lhs.data.len(), "sgemm lhs out of bounds");
-    assert!(max_offset(k, n, rhs.rs, rhs.cs) < rhs.data.len(), "sgemm rhs out of bounds");
+    assert!(
+        max_offset(m, k, lhs.rs, lhs.cs) < lhs.data.len(),
+        "sgemm lhs out of bounds"
+    );
+    assert!(
+        max_offset(k, n, rhs.rs, rhs.cs) < rhs.data.len(),
+        "sgemm rhs out of bounds"
+    );
     // SAFETY: all three views were bounds-checked above; `dst` is exclusively borrowed and
     // cannot alias the shared `lhs`/`rhs` borrows; with `accumulate == false` the GEMM only
     // writes `dst`, so uninitialised memory is fine there.

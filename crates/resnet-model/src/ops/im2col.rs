@@ -43,7 +43,18 @@ impl ConvGeom {
         }
         let ho = (h + 2 * pad - k) / stride + 1;
         let wo = (wd + 2 * pad - k) / stride + 1;
-        Ok(Self { n, cin, h, w: wd, cout, k, stride, pad, ho, wo })
+        Ok(Self {
+            n,
+            cin,
+            h,
+            w: wd,
+            cout,
+            k,
+            stride,
+            pad,
+            ho,
+            wo,
+        })
     }
 
     /// Output pixels per image.
@@ -79,8 +90,16 @@ impl ConvGeom {
     /// `0..len` (the same formula serves rows).
     fn valid(&self, kw: usize, len: usize, out: usize) -> (usize, usize) {
         let s = self.stride;
-        let lo = if self.pad > kw { (self.pad - kw).div_ceil(s) } else { 0 };
-        let hi = if len + self.pad > kw { (len + self.pad - kw - 1) / s + 1 } else { 0 };
+        let lo = if self.pad > kw {
+            (self.pad - kw).div_ceil(s)
+        } else {
+            0
+        };
+        let hi = if len + self.pad > kw {
+            (len + self.pad - kw - 1) / s + 1
+        } else {
+            0
+        };
         (lo.min(out), hi.min(out).max(lo.min(out)))
     }
 }
@@ -105,6 +124,25 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
                     let dst = &mut row[b * p..(b + 1) * p];
                     dst[..oh_lo * g.wo].fill(zero);
                     dst[oh_hi * g.wo..].fill(zero);
+                    if s == 1 && g.wo == g.w {
+                        // "same" stride-1 convolution: the valid rows are one shifted
+                        // contiguous block of the input; copy it whole, then clear the
+                        // columns that fell off the left/right edge.
+                        let block = &mut dst[oh_lo * g.wo..oh_hi * g.wo];
+                        let start = ((oh_lo + kh) * g.w + kw) as isize - (g.pad * (g.w + 1)) as isize;
+                        let (lo, hi) = (start.max(0) as usize, (start + block.len() as isize).min(hw as isize) as usize);
+                        let skip = (lo as isize - start) as usize;
+                        block[..skip].fill(zero);
+                        for (d, &v) in block[skip..skip + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d = MaybeUninit::new(v);
+                        }
+                        block[skip + (hi - lo)..].fill(zero);
+                        for r in block.chunks_mut(g.wo) {
+                            r[..ow_lo].fill(zero);
+                            r[ow_hi..].fill(zero);
+                        }
+                        continue;
+                    }
                     for oh in oh_lo..oh_hi {
                         let ih = oh * s + kh - g.pad;
                         let srow = &src[ih * g.w..(ih + 1) * g.w];
@@ -181,7 +219,13 @@ mod tests {
 
     #[test]
     fn valid_ranges_match_brute_force() {
-        for (k, s, pad, len) in [(3, 1, 1, 5), (3, 2, 1, 7), (1, 2, 0, 6), (5, 3, 2, 9), (3, 2, 0, 4)] {
+        for (k, s, pad, len) in [
+            (3, 1, 1, 5),
+            (3, 2, 1, 7),
+            (1, 2, 0, 6),
+            (5, 3, 2, 9),
+            (3, 2, 0, 4),
+        ] {
             let g = ConvGeom::new(&[1, 1, len, len], &[1, 1, k, k], s, pad).unwrap();
             for kw in 0..k {
                 let want: Vec<usize> = (0..g.wo)
@@ -191,7 +235,11 @@ mod tests {
                     })
                     .collect();
                 let (lo, hi) = g.valid(kw, len, g.wo);
-                assert_eq!((lo..hi).collect::<Vec<_>>(), want, "k{k} s{s} p{pad} len{len} kw{kw}");
+                assert_eq!(
+                    (lo..hi).collect::<Vec<_>>(),
+                    want,
+                    "k{k} s{s} p{pad} len{len} kw{kw}"
+                );
             }
         }
     }

@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod alloc;
 mod batch_norm;
 mod channel;
 mod conv;
@@ -47,6 +48,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{bail, Result, Tensor};
 
+pub use alloc::tune_allocator;
 pub use reference::{
     add_relu_slow, batch_norm_eval_slow, batch_norm_train_slow, conv2d_slow, subsample_pad_slow,
 };
@@ -70,8 +72,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     if !fast_path(&[x, w]) {
         return conv2d_slow(x, w, stride, padding);
     }
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, conv::Conv2d { stride, pad: padding })
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        conv::Conv2d {
+            stride,
+            pad: padding,
+        },
+    )
 }
 
 /// Training-mode BatchNorm2d over `[N, C, H, W]` with batch statistics, optionally fused with
@@ -87,7 +94,11 @@ pub fn batch_norm_train(
         return batch_norm_train_slow(x, weight, bias, eps, relu);
     }
     let saved = Arc::new(Mutex::new(None));
-    let op = batch_norm::BatchNormTrain { eps, relu, saved: saved.clone() };
+    let op = batch_norm::BatchNormTrain {
+        eps,
+        relu,
+        saved: saved.clone(),
+    };
     let y = x
         .contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
@@ -129,7 +140,8 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !fast_path(&[a, b]) {
         return add_relu_slow(a, b);
     }
-    a.contiguous()?.apply_op2(&b.contiguous()?, elementwise::AddRelu)
+    a.contiguous()?
+        .apply_op2(&b.contiguous()?, elementwise::AddRelu)
 }
 
 /// Option-A shortcut: `x[:, :, ::2, ::2]` zero-padded on the channel dimension with

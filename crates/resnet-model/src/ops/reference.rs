@@ -79,8 +79,16 @@ pub fn subsample_pad_slow(x: &Tensor, out_channels: usize) -> Result<Tensor> {
     }
     let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
     // Pad odd sizes by one so the reshape trick works; the padded row/col is never selected.
-    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
-    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
+    let x = if h % 2 == 1 {
+        x.pad_with_zeros(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    let x = if w % 2 == 1 {
+        x.pad_with_zeros(3, 0, 1)?
+    } else {
+        x
+    };
     let sub = x
         .reshape((n, c, h2, 2, w2, 2))?
         .narrow(3, 0, 1)?

@@ -21,7 +21,10 @@ pub(crate) fn slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [
     };
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&v[start..end]),
-        None => bail!("{op}: expected a contiguous tensor, got strides {:?}", l.stride()),
+        None => bail!(
+            "{op}: expected a contiguous tensor, got strides {:?}",
+            l.stride()
+        ),
     }
 }
 
@@ -89,7 +92,11 @@ thread_local! {
 /// Runs `f` with two per-thread scratch buffers of at least `a` and `b` elements (contents
 /// unspecified but initialised). Buffers are reused across calls on the same thread, so the
 /// kernels do not allocate in their inner loops; a re-entrant call gets fresh buffers.
-pub(crate) fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => {
             let [x, y] = &mut *bufs;

@@ -14,7 +14,9 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 
 /// Values drawn from `N(mean, std²)`.
 pub fn normal_vec(rng: &mut ChaCha8Rng, n: usize, mean: f32, std: f32) -> Vec<f32> {
-    (0..n).map(|_| mean + std * rng.sample::<f32, _>(StandardNormal)).collect()
+    (0..n)
+        .map(|_| mean + std * rng.sample::<f32, _>(StandardNormal))
+        .collect()
 }
 
 /// A random f32 CPU tensor with `N(mean, std²)` entries.
@@ -30,14 +32,23 @@ pub fn randn_var(rng: &mut ChaCha8Rng, dims: &[usize], mean: f32, std: f32) -> V
 
 /// All entries of a tensor as f64.
 pub fn values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// `max |a - b|` and `max |b|`.
 pub fn diff(a: &Tensor, b: &Tensor) -> (f64, f64) {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     let (a, b) = (values(a), values(b));
-    let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     let m = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     (d, m)
 }
@@ -45,7 +56,11 @@ pub fn diff(a: &Tensor, b: &Tensor) -> (f64, f64) {
 /// The project's agreement criterion: `max |ours - ref| <= rel * max |ref|`.
 pub fn assert_close(what: &str, ours: &Tensor, reference: &Tensor, rel: f64) {
     let (d, m) = diff(ours, reference);
-    assert!(d <= rel * m, "{what}: max|d| = {d:e} > {rel:e} * max|ref| = {:e}", rel * m);
+    assert!(
+        d <= rel * m,
+        "{what}: max|d| = {d:e} > {rel:e} * max|ref| = {:e}",
+        rel * m
+    );
 }
 
 /// Bitwise equality of two f32 tensors.
@@ -78,7 +93,10 @@ pub fn numeric_grad(
     h: f64,
     f: impl Fn(&[Tensor]) -> Result<Tensor>,
 ) -> Tensor {
-    let base: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(DType::F64).unwrap()).collect();
+    let base: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F64).unwrap())
+        .collect();
     let dims = base[which].dims().to_vec();
     let flat = values(&base[which]);
     let eval = |vals: &[f64]| -> f64 {
@@ -101,5 +119,9 @@ pub fn numeric_grad(
 
 /// Runs `f` on a private rayon pool of `threads` threads.
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }
