@@ -21,6 +21,8 @@ const CASES: &[Case] = &[
     // several images per chunk, with a partial last chunk
     (9, 32, 8, 8, 64, 3, 1, 1),
     (5, 16, 9, 9, 32, 3, 2, 1),
+    // the network's stage-1 shape: one image per chunk
+    (3, 16, 32, 32, 16, 3, 1, 1),
 ];
 
 fn run(case: Case, seed: u64, fast: bool) -> (Tensor, Tensor, Tensor) {

@@ -71,3 +71,17 @@ fn subsample_pad_matches_reference() {
     assert!(err.contains("cannot pad 3 channels to 4"), "{err}");
     assert!(ops::subsample_pad(&x, 2).is_err());
 }
+
+#[test]
+fn reference_mode_switches_to_the_slow_ops_on_this_thread() {
+    let mut r = rng(40);
+    let x = randn(&mut r, &[2, 3, 6, 6], 0.0, 1.0);
+    let w = randn(&mut r, &[4, 3, 3, 3], 0.0, 1.0);
+    let slow = ops::conv2d_slow(&x, &w, 1, 1).unwrap();
+    let in_ref = ops::with_reference_ops(|| ops::conv2d(&x, &w, 1, 1)).unwrap();
+    assert_bits_eq("reference mode", &in_ref, &slow);
+    // restored afterwards, and nested calls restore the outer mode
+    ops::with_reference_ops(|| ops::with_reference_ops(|| ()));
+    let fast = ops::conv2d(&x, &w, 1, 1).unwrap();
+    assert_close("fast after reference mode", &fast, &slow, 1e-5);
+}

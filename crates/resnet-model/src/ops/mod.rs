@@ -66,6 +66,28 @@ pub struct BatchNormOutput {
     pub var: Tensor,
 }
 
+/// Runs `f` with every op of this module (forward and backward) replaced by its `_slow`
+/// reference twin, on the current thread only; nests and restores the previous mode on exit.
+///
+/// Useful to check a whole model against golden values with the reference numerics: the
+/// fast kernels sum in a different order, which moves f32 results by ~1e-7 relative, and a
+/// pre-activation that lies closer than that to a ReLU kink can flip and change upstream
+/// gradients visibly (see `bench/README.md`).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use resnet_model::ops;
+/// # fn main() -> candle_core::Result<()> {
+/// let a = Tensor::new(&[-1f32, 2.0], &Device::Cpu)?;
+/// let z = ops::with_reference_ops(|| ops::add_relu(&a, &a))?;
+/// assert_eq!(z.to_vec1::<f32>()?, [0.0, 4.0]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn with_reference_ops<R>(f: impl FnOnce() -> R) -> R {
+    storage::with_reference(f)
+}
+
 /// 2-D convolution without bias, square kernel, `padding` on every side, dilation 1, groups 1.
 /// `x`: `[N, Cin, H, W]`, `w`: `[Cout, Cin, K, K]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {

@@ -7,10 +7,30 @@ use std::mem::MaybeUninit;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
-/// `true` when the fast CPU kernels apply to every tensor in `ts`: all on the CPU and f32.
+thread_local! {
+    static REFERENCE_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every op of this module replaced by its `_slow` reference twin on the
+/// current thread (see [`super::with_reference_ops`]).
+pub(crate) fn with_reference<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REFERENCE_OPS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(REFERENCE_OPS.with(|c| c.replace(true)));
+    f()
+}
+
+/// `true` when the fast CPU kernels apply to every tensor in `ts`: all on the CPU and f32,
+/// and the current thread is not in reference mode.
 pub(crate) fn fast_path(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    !REFERENCE_OPS.with(|c| c.get())
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// The contiguous f32 slice a `(storage, layout)` pair describes.
