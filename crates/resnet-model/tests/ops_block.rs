@@ -16,13 +16,13 @@ struct Params {
     b2: Var,
 }
 
+type ConvFn = fn(&Tensor, &Tensor, usize, usize) -> Result<Tensor>;
+type BnFn = fn(&Tensor, &Tensor, &Tensor, f64, bool) -> Result<ops::BatchNormOutput>;
+type AddFn = fn(&Tensor, &Tensor) -> Result<Tensor>;
+
 fn block(x: &Tensor, p: &Params, stride: usize, fast: bool) -> Result<Tensor> {
     let cout = p.w1.dims()[0];
-    let (conv, bn, add): (
-        fn(&Tensor, &Tensor, usize, usize) -> Result<Tensor>,
-        fn(&Tensor, &Tensor, &Tensor, f64, bool) -> Result<ops::BatchNormOutput>,
-        fn(&Tensor, &Tensor) -> Result<Tensor>,
-    ) = if fast {
+    let (conv, bn, add): (ConvFn, BnFn, AddFn) = if fast {
         (ops::conv2d, ops::batch_norm_train, ops::add_relu)
     } else {
         (
