@@ -92,12 +92,28 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
                     gemm_into(&x[b * g.in_img()..][..g.in_img()], p, yb);
                 }
-            } else {
-                with_scratch(ckk * nb * p, 0, |col, _| {
+            } else if nb == 1 {
+                with_scratch(ckk * p, 0, |col, _| {
                     // SAFETY: a plain f32 slice viewed as (initialised) MaybeUninit slots.
-                    let slots = unsafe { as_slots(col) };
-                    im2col(g, x, nb, slots);
-                    gemm_into(col, nb * p, y);
+                    im2col(g, x, 1, unsafe { as_slots(col) });
+                    gemm_into(col, p, y);
+                });
+            } else {
+                // One GEMM over the whole chunk (m = nb * p) into [cout][nb * p], then
+                // scatter each image's rows into NCHW.
+                let ld = nb * p;
+                with_scratch(ckk * ld, g.cout * ld, |col, tmp| {
+                    // SAFETY: a plain f32 slice viewed as (initialised) MaybeUninit slots.
+                    im2col(g, x, nb, unsafe { as_slots(col) });
+                    let lhs = MatRef { data: col, rows: ld, cols: ckk, rs: 1, cs: ld };
+                    sgemm(MatMut::new(tmp, ld, g.cout, 1, ld), false, lhs, wt);
+                    for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
+                        for (co, row) in yb.chunks_mut(p).enumerate() {
+                            for (d, &v) in row.iter_mut().zip(&tmp[co * ld + b * p..][..p]) {
+                                d.write(v);
+                            }
+                        }
+                    }
                 });
             }
         });
