@@ -8,9 +8,10 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::conv_backward;
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
-use super::storage::{assume_init_mut, output, slice, with_scratch, Uninit};
+use super::storage::{assume_init_mut, output, slice, with_data, with_scratch, Uninit};
 
 /// Forward convolution, differentiable in both the input and the weight.
 pub(crate) struct Conv2d {
@@ -45,6 +46,20 @@ impl CustomOp2 for Conv2d {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
         let dy = dy.contiguous()?;
+        if x.track_op() && w.track_op() {
+            const OP: &str = "conv2d backward";
+            let fused = with_data(OP, x, |xs| {
+                with_data(OP, &dy, |gs| {
+                    with_data(OP, w, |ws| conv_backward::backward(&g, xs, gs, ws))
+                })
+            })???;
+            if let Some((dx, dw)) = fused {
+                return Ok((
+                    Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+                    Some(Tensor::from_vec(dw, w.shape(), w.device())?),
+                ));
+            }
+        }
         let dx = if x.track_op() {
             Some(dy.apply_op2_no_bwd(w, &Conv2dGradInput(g))?)
         } else {
@@ -105,7 +120,13 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                 with_scratch(ckk * ld, g.cout * ld, |col, tmp| {
                     // SAFETY: a plain f32 slice viewed as (initialised) MaybeUninit slots.
                     im2col(g, x, nb, unsafe { as_slots(col) });
-                    let lhs = MatRef { data: col, rows: ld, cols: ckk, rs: 1, cs: ld };
+                    let lhs = MatRef {
+                        data: col,
+                        rows: ld,
+                        cols: ckk,
+                        rs: 1,
+                        cs: ld,
+                    };
                     sgemm(MatMut::new(tmp, ld, g.cout, 1, ld), false, lhs, wt);
                     for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
                         for (co, row) in yb.chunks_mut(p).enumerate() {
@@ -125,7 +146,7 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
 ///
 /// # Safety
 /// The caller must only write initialised values through the returned slice.
-unsafe fn as_slots(s: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
+pub(crate) unsafe fn as_slots(s: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
     // SAFETY: identical layout; writers only store initialised values (caller's promise).
     unsafe { &mut *(s as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
 }
@@ -222,7 +243,7 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// flipped spatially. Computing it that way runs one GEMM with depth `cout * k * k` instead
 /// of one with depth `cout` followed by a col2im scatter. Returns that convolution's geometry
 /// and weight, or `None` when it does not apply.
-fn transposed(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
+pub(crate) fn transposed(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
     if g.stride != 1 || g.pad >= g.k || g.is_pointwise() {
         return None;
     }

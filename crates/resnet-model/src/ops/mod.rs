@@ -38,6 +38,7 @@ mod alloc;
 mod batch_norm;
 mod channel;
 mod conv;
+mod conv_backward;
 mod elementwise;
 mod gemm;
 mod im2col;

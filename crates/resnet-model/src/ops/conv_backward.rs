@@ -1,0 +1,118 @@
+//! Fused backward of a stride-1 convolution whose input gradient is a transposed
+//! convolution (see [`super::conv::transposed`]): one im2col of `dy` per chunk feeds both
+//! GEMMs, the input gradient `dx = conv(dy, W')` and the weight gradient
+//! `dW'[ci, (co, kh', kw')] = Σ_pixels x[ci] · col(dy)[(co, kh', kw')]`, where `W'` is the
+//! weight transposed over channels and flipped, so `dW[co, ci, kh, kw] = dW'[ci, co, K-1-kh,
+//! K-1-kw]`. This saves the second im2col (of `x`) that a separate weight gradient needs.
+//! Weight-gradient partials are summed in chunk order, independent of the thread count.
+
+use rayon::prelude::*;
+
+use super::conv::{as_slots, transposed};
+use super::gemm::{sgemm, MatMut, MatRef};
+use super::im2col::{im2col, ConvGeom};
+use super::storage::{with_scratch, Uninit};
+
+/// `(dx, dW)` for the convolution `g`, or `None` when `g` has no transposed form.
+pub(crate) fn backward(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    w: &[f32],
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    let (gt, wt) = transposed(g, w)?;
+    // gt reads dy ([n, cout, ho, wo]) and writes dx ([n, cin, h, w]); its pixels are x's.
+    let (p, ckk, nb) = (gt.p(), gt.ckk(), gt.chunk());
+    let (cin, k) = (g.cin, g.k);
+    let wlen = cin * ckk;
+    let n_chunks = g.n.div_ceil(nb);
+    let mut dx = Uninit::new(g.n * g.in_img());
+    let mut partial = vec![0f32; n_chunks * wlen];
+    // W'^T [ckk x cin]
+    let wtm = MatRef {
+        data: &wt,
+        rows: ckk,
+        cols: cin,
+        rs: 1,
+        cs: ckk,
+    };
+    dx.slots()
+        .par_chunks_mut(nb * g.in_img())
+        .zip(dy.par_chunks(nb * g.out_img()))
+        .zip(
+            x.par_chunks(nb * g.in_img())
+                .zip(partial.par_chunks_mut(wlen)),
+        )
+        .for_each(|((dxc, dyc), (xc, dwp))| {
+            let nb = dxc.len() / g.in_img();
+            let ld = nb * p;
+            let tmp_len = if nb == 1 { 0 } else { 2 * cin * ld };
+            with_scratch(ckk * ld, tmp_len, |col, tmp| {
+                // SAFETY: plain f32 storage viewed as slots, only written with values.
+                im2col(&gt, dyc, nb, unsafe { as_slots(col) });
+                let lhs = MatRef {
+                    data: col,
+                    rows: ld,
+                    cols: ckk,
+                    rs: 1,
+                    cs: ld,
+                };
+                let xs: &[f32] = if nb == 1 {
+                    // dx^T [p x cin] = col^T [p x ckk] · W'^T [ckk x cin]
+                    sgemm(MatMut::uninit(dxc, p, cin, 1, p), false, lhs, wtm);
+                    xc
+                } else {
+                    let (dxt, xcat) = tmp.split_at_mut(cin * ld);
+                    sgemm(MatMut::new(dxt, ld, cin, 1, ld), false, lhs, wtm);
+                    for (b, (dxb, xb)) in dxc
+                        .chunks_mut(g.in_img())
+                        .zip(xc.chunks(g.in_img()))
+                        .enumerate()
+                    {
+                        for ci in 0..cin {
+                            let src = &dxt[ci * ld + b * p..][..p];
+                            for (d, &v) in dxb[ci * p..(ci + 1) * p].iter_mut().zip(src) {
+                                d.write(v);
+                            }
+                            xcat[ci * ld + b * p..][..p].copy_from_slice(&xb[ci * p..(ci + 1) * p]);
+                        }
+                    }
+                    xcat
+                };
+                // dW'^T-layout partial [ckk][cin]: dst (cin x ckk) = x [cin x ld] · col^T [ld x ckk]
+                let xm = MatRef {
+                    data: xs,
+                    rows: cin,
+                    cols: ld,
+                    rs: ld,
+                    cs: 1,
+                };
+                let colt = MatRef {
+                    data: col,
+                    rows: ld,
+                    cols: ckk,
+                    rs: 1,
+                    cs: ld,
+                };
+                sgemm(MatMut::new(dwp, cin, ckk, 1, cin), false, xm, colt);
+            });
+        });
+    let (first, rest) = partial.split_at_mut(wlen);
+    for part in rest.chunks(wlen) {
+        for (a, &b) in first.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    // first[((co*K + kh')*K + kw')*cin + ci] -> dW[co, ci, K-1-kh', K-1-kw']
+    let kk = k * k;
+    let mut dw = vec![0f32; g.cout * cin * kk];
+    for co in 0..g.cout {
+        for t in 0..kk {
+            for ci in 0..cin {
+                dw[(co * cin + ci) * kk + (kk - 1 - t)] = first[(co * kk + t) * cin + ci];
+            }
+        }
+    }
+    // SAFETY: every chunk of dx was written by a GEMM or the scatter above.
+    Some((unsafe { dx.assume_init() }, dw))
+}
