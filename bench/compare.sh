@@ -10,7 +10,8 @@
 # implementation and mode, the best round (highest images/s): on a shared machine other
 # processes only ever slow a run down, so the best round is the closest to the machine's
 # real speed. It then prints the ratios ours / PyTorch for training images/s (batch 128),
-# inference images/s (batch 512) and peak resident memory.
+# inference images/s (batch 512), peak resident memory and CPU time per step (lower is
+# better; CPU time is less disturbed by other processes than wall time).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 threads="${THREADS:-${RAYON_NUM_THREADS:-$(nproc)}}"
@@ -44,7 +45,10 @@ for mode in ("train", "infer"):
         continue
     ips = float(ours["images_per_s"]) / float(ref["images_per_s"])
     mem = float(ours["peak_rss_mib"]) / float(ref["peak_rss_mib"])
+    # CPU time per step (all threads): less sensitive to other processes than wall time
+    cpu = float(ours.get("cpu_ms_per_step", "nan")) / float(ref.get("cpu_ms_per_step", "nan"))
     print(f"RATIO mode={mode} batch={ours['batch']} threads={ours['threads']} "
           f"ours={ours['images_per_s']} pytorch={ref['images_per_s']} speed_ratio={ips:.2f} "
-          f"peak_rss_mib ours={ours['peak_rss_mib']} pytorch={ref['peak_rss_mib']} memory_ratio={mem:.2f}")
+          f"peak_rss_mib ours={ours['peak_rss_mib']} pytorch={ref['peak_rss_mib']} memory_ratio={mem:.2f} "
+          f"cpu_ms_per_step ours={ours.get('cpu_ms_per_step')} pytorch={ref.get('cpu_ms_per_step')} cpu_ratio={cpu:.2f}")
 PY

@@ -11,7 +11,7 @@ Modes (run each in its own process so that the peak-memory figures are separate)
   infer:  eval-mode forward under torch.inference_mode() at batch 512 (--infer-batch).
 
 Prints one line per mode, the same format as the Rust benchmark:
-  RESULT impl=pytorch mode=train batch=128 threads=2 images_per_s=... step_ms=... peak_rss_mib=...
+  RESULT impl=pytorch-... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...
 """
 
 import argparse
@@ -97,17 +97,21 @@ def run(args):
     for _ in range(args.warmup):
         step()
     times = []
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.iters):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     total = sum(times)
     med = statistics.median(times)
     layout = "channels_last" if args.channels_last else "nchw"
     print(
         f"RESULT impl=pytorch-{torch.__version__}-{layout} mode={args.mode} batch={batch} "
         f"threads={torch.get_num_threads()} images_per_s={batch * len(times) / total:.1f} "
-        f"step_ms={1000 * med:.1f} peak_rss_mib={peak_rss_mib():.0f}",
+        f"step_ms={1000 * med:.1f} cpu_ms_per_step={1000 * cpu / len(times):.0f} "
+        f"peak_rss_mib={peak_rss_mib():.0f}",
         flush=True,
     )
 

@@ -14,7 +14,7 @@
 //! Each mode runs in its own process (the binary re-executes itself) so that the peak
 //! resident memory (`VmHWM`) is that of one workload. One line per mode, the same format as
 //! `bench/pytorch/bench_resnet.py`:
-//! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... peak_rss_mib=...`
+//! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...`
 //! With `--profile`, a train run also prints the median forward / backward / update times.
 
 use std::process::Command;
@@ -84,6 +84,22 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system, all threads) this process has used, in seconds, from
+/// `/proc/self/stat` (clock ticks of 1/100 s); NaN where unavailable.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the ")" closing the command name: state is field 3, utime 14, stime 15
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    match (
+        f.get(11).and_then(|v| v.parse::<f64>().ok()),
+        f.get(12).and_then(|v| v.parse::<f64>().ok()),
+    ) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn random_batch(rng: &mut ChaCha8Rng, batch: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
     let x: Vec<f32> = (0..batch * 3 * 32 * 32)
         .map(|_| rng.sample(StandardNormal))
@@ -129,15 +145,17 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(mode: &str, batch: usize, times: &[f64]) {
+/// Prints the RESULT line; `cpu` is the CPU time of the measured steps (all threads).
+fn report(mode: &str, batch: usize, times: &[f64], cpu: f64) {
     let total: f64 = times.iter().sum();
     let mut t = times.to_vec();
     println!(
         "RESULT impl=candle-resnet-model mode={mode} batch={batch} threads={} images_per_s={:.1} \
-         step_ms={:.1} peak_rss_mib={:.0}",
+         step_ms={:.1} cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
         rayon::current_num_threads(),
         (batch * times.len()) as f64 / total,
         1000.0 * median(&mut t),
+        1000.0 * cpu / times.len() as f64,
         peak_rss_mib()
     );
 }
@@ -154,7 +172,11 @@ fn train(a: &Args) -> Result<()> {
         params,
     };
     let (mut times, mut fwd, mut bwd, mut upd) = (vec![], vec![], vec![], vec![]);
+    let mut cpu0 = cpu_seconds();
     for i in 0..a.warmup + a.iters {
+        if i == a.warmup {
+            cpu0 = cpu_seconds();
+        }
         let t0 = Instant::now();
         let logits = model.forward_t(&x, true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -174,7 +196,7 @@ fn train(a: &Args) -> Result<()> {
             candle_core::bail!("loss is not finite at step {i}");
         }
     }
-    report("train", a.train_batch, &times);
+    report("train", a.train_batch, &times, cpu_seconds() - cpu0);
     if a.profile {
         println!(
             "PROFILE forward_ms={:.1} backward_ms={:.1} update_ms={:.1}",
@@ -192,7 +214,11 @@ fn infer(a: &Args) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (x, _) = random_batch(&mut rng, a.infer_batch, &dev)?;
     let mut times = vec![];
+    let mut cpu0 = cpu_seconds();
     for i in 0..a.warmup + a.iters {
+        if i == a.warmup {
+            cpu0 = cpu_seconds();
+        }
         let t0 = Instant::now();
         let logits = model.forward_t(&x, false)?;
         let _ = logits.to_dtype(DType::F32)?;
@@ -200,7 +226,7 @@ fn infer(a: &Args) -> Result<()> {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    report("infer", a.infer_batch, &times);
+    report("infer", a.infer_batch, &times, cpu_seconds() - cpu0);
     Ok(())
 }
 
