@@ -6,8 +6,8 @@
 //! (`bin/resnet-cli-e2e.rs`), which the tests find through `CARGO_BIN_EXE_resnet-cli-e2e`.
 //!
 //! Data: when `<workspace>/../shared/data/cifar-10-binary.tar.gz` exists the tests install
-//! the real CIFAR-10 from it (`--from`), otherwise they write a synthetic dataset in the
-//! same binary format.
+//! the real CIFAR-10 from it (`--from`), otherwise (or with `RESNET_E2E_SYNTHETIC=1`) they
+//! write a synthetic dataset in the same binary format.
 //!
 //! ```
 //! let root = resnet_e2e::workspace_root();
@@ -28,14 +28,18 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The real archive beside the checkout, if present.
+/// The real archive beside the checkout, if present (and `RESNET_E2E_SYNTHETIC` is not set,
+/// which forces the synthetic-data path).
 pub fn real_archive() -> Option<PathBuf> {
+    if std::env::var_os("RESNET_E2E_SYNTHETIC").is_some() {
+        return None;
+    }
     let p = workspace_root().join("../shared/data/cifar-10-binary.tar.gz");
     p.is_file().then_some(p)
 }
 
 /// Installs a dataset into `dir`: the real CIFAR-10 from [`real_archive`] when present
-/// (returns `true`), else a synthetic one with 2,000 images per file (returns `false`).
+/// (returns `true`), else a synthetic one of the same size (returns `false`).
 pub fn install_data(dir: &Path) -> bool {
     match real_archive() {
         Some(archive) => {
@@ -51,7 +55,13 @@ pub fn install_data(dir: &Path) -> bool {
                 "note: ../shared/data/cifar-10-binary.tar.gz not found, using synthetic data"
             );
             if !cifar_data::fetch::is_present(dir) {
-                cifar_data::synthetic::write_dataset(dir, 2000, 7).expect("synthetic data");
+                // Full-size files (10,000 records each, as `cifar_data::load` requires),
+                // written beside `dir` and renamed into place.
+                let partial = dir.with_extension("partial");
+                let _ = std::fs::remove_dir_all(&partial);
+                cifar_data::synthetic::write_dataset(&partial, cifar_data::RECORDS_PER_FILE, 7)
+                    .expect("writing synthetic data");
+                std::fs::rename(&partial, dir).expect("installing synthetic data");
             }
             false
         }

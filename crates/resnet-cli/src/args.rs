@@ -52,8 +52,9 @@ pub struct TrainArgs {
     #[arg(value_name = "CONFIG")]
     pub config: Option<PathBuf>,
     /// Continue a run: its directory (newest checkpoint) or one of its checkpoints. The run
-    /// continues in the same directory with the config stored in the checkpoint.
-    #[arg(long, value_name = "RUN_DIR|CHECKPOINT", conflicts_with = "config")]
+    /// continues in the same directory with the config stored in the checkpoint (plus any
+    /// --set); a CONFIG given as well must describe the same network.
+    #[arg(long, value_name = "RUN_DIR|CHECKPOINT")]
     pub resume: Option<PathBuf>,
     /// Override a config value, e.g. --set training.max_iterations=400 (repeatable; the
     /// value is YAML: a number, true/false, null, a list or a map).

@@ -71,6 +71,31 @@ fn shell_quote(p: &Path) -> String {
     }
 }
 
+/// A config file given with `--resume`: the run keeps the checkpoint's config; the file must
+/// describe the same network, and other differences are reported.
+fn check_resume_config(file: &Path, overrides: &[Override], stored: &RunConfig) -> Result<()> {
+    let given = RunConfig::from_file(file, overrides)?;
+    if given.model != stored.model {
+        bail!(
+            "{} describes {}, but the run being resumed trains {}",
+            file.display(),
+            given.model.name(),
+            stored.model.name()
+        );
+    }
+    let mut same = given.clone();
+    same.output = stored.output.clone();
+    same.data.dir.clone_from(&stored.data.dir);
+    if same != *stored {
+        tracing::warn!(
+            "{} differs from the config stored in the checkpoint; the run continues with the \
+             stored one (change values with --set)",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// `train`.
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let stop = trainer::signal::install_stop_handler()?;
@@ -87,7 +112,13 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         overrides.push(flag_override("data.dir", &value)?);
     }
     let session = match &args.resume {
-        Some(path) => TrainSession::resume(path, &overrides)?,
+        Some(path) => {
+            let session = TrainSession::resume(path, &overrides)?;
+            if let Some(file) = &args.config {
+                check_resume_config(file, &overrides, session.config())?;
+            }
+            session
+        }
         None => TrainSession::new(load_config(args.config.as_deref(), &overrides)?),
     };
     let config = session.config().clone();

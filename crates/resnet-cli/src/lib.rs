@@ -20,7 +20,8 @@ pub mod progress;
 
 use args::{Cli, Command};
 
-/// Parses `args` (program name first), sets up logging (`RUST_LOG`, default `info`), runs
+/// Parses `args` (program name first), sets up logging (`RUST_LOG`; default `info` for this
+/// project's crates, `warn` for dependencies), runs
 /// the command and returns its exit status; an error is printed with its chain of causes
 /// and gives status 1.
 pub fn main_entry<I, T>(args: I) -> ExitCode
@@ -69,11 +70,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,trainer=info,resnet_cli=info,cifar_data=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress::LogWriter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -368,7 +368,7 @@ impl<'a> Trainer<'a> {
         }
         self.scalars(&tags)?;
         tracing::info!(
-            "epoch {:.2} (iteration {it}): train loss {:.4} acc {:.4}{} lr {lr} {:.0} img/s",
+            "epoch {:.2} (iteration {it}): train loss {:.4} acc {:.4}{} lr {} {:.0} img/s",
             record.epoch,
             record.train_loss,
             record.train_acc,
@@ -376,6 +376,7 @@ impl<'a> Trainer<'a> {
                 ", val loss {:.4} acc {:.4}",
                 v.loss, v.accuracy
             )),
+            (lr * 1e9).round() / 1e9,
             record.images_per_sec
         );
         self.observer.epoch(&record);
