@@ -15,7 +15,8 @@
 //! resident memory (`VmHWM`) is that of one workload. One line per mode, the same format as
 //! `bench/pytorch/bench_resnet.py`:
 //! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...`
-//! With `--profile`, a train run also prints the median forward / backward / update times.
+//! With `--profile`, a train run also prints the median forward / backward / update times;
+//! `--default-allocator` skips `ops::tune_allocator()`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -60,6 +61,8 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--warmup" => a.warmup = num("--warmup")?,
             "--iters" => a.iters = num("--iters")?,
             "--profile" => a.profile = true,
+            // keep glibc's default malloc thresholds (to measure `tune_allocator`)
+            "--default-allocator" => {}
             // passed by `cargo bench`
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -231,7 +234,9 @@ fn infer(a: &Args) -> Result<()> {
 }
 
 fn main() {
-    resnet_model::ops::tune_allocator();
+    if !std::env::args().any(|a| a == "--default-allocator") {
+        resnet_model::ops::tune_allocator();
+    }
     let a = match parse_args() {
         Ok(a) => a,
         Err(e) => {
