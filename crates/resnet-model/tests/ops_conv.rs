@@ -21,6 +21,9 @@ const CASES: &[Case] = &[
     // several images per chunk, with a partial last chunk
     (9, 32, 8, 8, 64, 3, 1, 1),
     (5, 16, 9, 9, 32, 3, 2, 1),
+    // stride 1 without "same" padding: the transposed path with another padding
+    (2, 5, 9, 8, 3, 3, 1, 0),
+    (2, 4, 7, 7, 6, 5, 1, 1),
     // the network's stage-1 shape: one image per chunk
     (3, 16, 32, 32, 16, 3, 1, 1),
 ];
