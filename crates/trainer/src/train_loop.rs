@@ -8,20 +8,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use cifar_data::{BatchLoader, LoaderConfig, Normalizer};
+use cifar_data::{BatchLoader, Normalizer};
 use resnet_model::ResNetModel;
 
 use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointMeta, RunningStats, FORMAT_VERSION};
 use crate::config::RunConfig;
 use crate::data::Datasets;
 use crate::error::{ModelContext, Result, TrainError};
-use crate::evaluate::{evaluate, EvalResult};
+use crate::evaluate::evaluate;
 use crate::loss::{accuracy_count, cross_entropy};
 use crate::metrics::{MetricsLog, MetricsRecord, RecordKind};
 use crate::progress::{RunStart, StepInfo, TrainObserver};
-use crate::report::{ModelReport, Report, SetSizes};
 use crate::run_dir::RunDir;
 use crate::session::{StopReason, TrainOptions, TrainOutcome, TrainSession};
+
+mod finish;
+mod setup;
 use crate::sgd::Sgd;
 use crate::tensorboard::SummaryWriter;
 
@@ -70,113 +72,6 @@ pub(crate) fn run(
 }
 
 impl<'a> Trainer<'a> {
-    fn new(
-        session: TrainSession,
-        data: Datasets,
-        observer: &'a mut dyn TrainObserver,
-    ) -> Result<Self> {
-        let cfg = session.config;
-        let device = crate::device::select_device(cfg.training.device)?;
-        let (run, model, sgd, normalizer, state, last_checkpoint) = match session.resume {
-            None => {
-                let run = RunDir::create(&cfg.output.runs_dir, &cfg.name)?;
-                let model = ResNetModel::new(&cfg.model, &device, cfg.seed)
-                    .ctx(|| format!("building {}", cfg.model.name()))?;
-                let sgd =
-                    Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
-                let normalizer = Normalizer::fit(&cfg.data.normalization, &data.train);
-                (run, model, sgd, normalizer, LoopState::default(), None)
-            }
-            Some(point) => {
-                let run = RunDir::open(&point.run_dir)?;
-                let ckpt = Checkpoint::read(&point.checkpoint, &device)?;
-                let model = ResNetModel::from_tensors(&cfg.model, &ckpt.model_state(), &device)
-                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
-                let mut sgd =
-                    Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
-                let momentum = ckpt
-                    .momentum
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                sgd.load_momentum_buffers(&momentum)
-                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
-                let m = &ckpt.meta;
-                let state = LoopState {
-                    iteration: m.iteration,
-                    best_val: m.best_val,
-                    epoch_stats: m.epoch_stats,
-                    window_stats: m.window_stats,
-                    elapsed_before: m.elapsed_s,
-                };
-                let last = Some((point.checkpoint.clone(), m.iteration));
-                (run, model, sgd, ckpt.normalizer, state, last)
-            }
-        };
-        std::fs::write(run.config(), cfg.to_yaml()).map_err(|e| TrainError::io(run.config(), e))?;
-        let normalizer = Arc::new(normalizer);
-        let loader = BatchLoader::new(
-            Arc::clone(&data.train),
-            Arc::clone(&normalizer),
-            LoaderConfig {
-                batch_size: cfg.training.batch_size,
-                shuffle: true,
-                drop_last: cfg.training.drop_last,
-                augment: cfg.data.augment,
-                seed: cfg.seed,
-                prefetch: cfg.training.prefetch,
-            },
-        );
-        if loader.batches_per_epoch() == 0 {
-            return Err(TrainError::ConfigValue {
-                source_name: "config".into(),
-                key: "training.batch_size".into(),
-                line: None,
-                set_by: None,
-                reason: format!(
-                    "{} is larger than the training set ({} images) with drop_last",
-                    cfg.training.batch_size,
-                    data.train.len()
-                ),
-            });
-        }
-        if let Some((path, _)) = &last_checkpoint {
-            let bpe = loader.batches_per_epoch() as u64;
-            let m = Checkpoint::read_meta(path)?;
-            if m.batches_per_epoch != bpe {
-                return Err(TrainError::checkpoint(
-                    path,
-                    format!(
-                        "the run had {} steps per epoch, this config and data give {bpe} \
-                         (were data limits, the split or the batch size changed?)",
-                        m.batches_per_epoch
-                    ),
-                ));
-            }
-        }
-        let ckdir = CheckpointDir::new(run.checkpoints(), cfg.training.keep_last)?;
-        let metrics = MetricsLog::open(run.root(), Some(state.iteration))?;
-        let tb = SummaryWriter::new(&run.tensorboard())
-            .map_err(|e| TrainError::io(run.tensorboard(), e))?;
-        Ok(Self {
-            cfg,
-            data,
-            run,
-            device,
-            model,
-            sgd,
-            normalizer,
-            loader,
-            ckdir,
-            metrics,
-            tb,
-            state,
-            session_start: Instant::now(),
-            last_checkpoint,
-            observer,
-        })
-    }
-
     fn bpe(&self) -> u64 {
         self.loader.batches_per_epoch() as u64
     }
@@ -449,103 +344,5 @@ impl<'a> Trainer<'a> {
         };
         tracing::debug!("checkpoint written: {}", path.display());
         Ok(path)
-    }
-
-    fn test(&mut self, which: &str) -> Result<EvalResult> {
-        self.observer.phase(&format!("testing the {which} model"));
-        evaluate(
-            &self.model,
-            &self.data.test,
-            &self.normalizer,
-            self.cfg.training.eval_batch_size,
-            &self.data.class_names,
-        )
-    }
-
-    fn final_report(&mut self) -> Result<Report> {
-        let it = self.state.iteration;
-        let last_val = self
-            .metrics
-            .records()
-            .iter()
-            .rev()
-            .find(|r| r.kind == RecordKind::Epoch && r.iteration == it)
-            .and_then(|r| r.val_acc);
-        let final_test = self.test("final")?;
-        let final_model = ModelReport {
-            which: "final".into(),
-            iteration: it,
-            val_accuracy: last_val,
-            checkpoint: self.ckdir.latest().display().to_string(),
-            test: final_test,
-        };
-        let best_model = match self.state.best_val {
-            Some((acc, best_it)) if best_it != it => {
-                let best = Checkpoint::read(&self.ckdir.best(), &self.device)?;
-                self.model
-                    .load_state_dict(&best.model_state())
-                    .map_err(|e| TrainError::checkpoint(self.ckdir.best(), e.to_string()))?;
-                ModelReport {
-                    which: "best".into(),
-                    iteration: best_it,
-                    val_accuracy: Some(acc),
-                    checkpoint: self.ckdir.best().display().to_string(),
-                    test: self.test("best")?,
-                }
-            }
-            best => ModelReport {
-                which: "best".into(),
-                checkpoint: if best.is_some() {
-                    self.ckdir.best().display().to_string()
-                } else {
-                    final_model.checkpoint.clone()
-                },
-                ..final_model.clone()
-            },
-        };
-        self.scalars(&[
-            ("test/accuracy_final", final_model.test.accuracy),
-            ("test/loss_final", final_model.test.loss),
-            ("test/accuracy_best", best_model.test.accuracy),
-        ])?;
-        let wall = self.elapsed();
-        let report = Report {
-            name: self.cfg.name.clone(),
-            architecture: self.cfg.model.name(),
-            parameters: self.model.num_parameters(),
-            iterations: it,
-            epochs: it as f64 / self.bpe() as f64,
-            wall_time_s: wall,
-            images_per_sec: self.mean_images_per_sec(),
-            set_sizes: SetSizes {
-                train: self.data.train.len(),
-                val: self.data.val.as_ref().map_or(0, |v| v.len()),
-                test: self.data.test.len(),
-            },
-            config_digest: self.cfg.digest(),
-            final_model,
-            best_model,
-        };
-        report.write(self.run.root())?;
-        tracing::info!(
-            "test accuracy: final {:.4}, best-on-validation {:.4}",
-            report.final_model.test.accuracy,
-            report.best_model.test.accuracy
-        );
-        Ok(report)
-    }
-
-    /// Mean of the epoch rows' training throughput.
-    fn mean_images_per_sec(&self) -> f64 {
-        let rows: Vec<&MetricsRecord> = self
-            .metrics
-            .records()
-            .iter()
-            .filter(|r| r.kind == RecordKind::Epoch)
-            .collect();
-        if rows.is_empty() {
-            return 0.0;
-        }
-        rows.iter().map(|r| r.images_per_sec).sum::<f64>() / rows.len() as f64
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::schedule::WarmupMode;
 
 fn configs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")

@@ -1,0 +1,127 @@
+//! Building a [`Trainer`]: a fresh run, or a run restored from its checkpoint.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cifar_data::{BatchLoader, LoaderConfig, Normalizer};
+use resnet_model::ResNetModel;
+
+use super::{LoopState, Trainer};
+use crate::checkpoint::{Checkpoint, CheckpointDir};
+use crate::data::Datasets;
+use crate::error::{ModelContext, Result, TrainError};
+use crate::metrics::MetricsLog;
+use crate::progress::TrainObserver;
+use crate::run_dir::RunDir;
+use crate::session::TrainSession;
+use crate::sgd::Sgd;
+use crate::tensorboard::SummaryWriter;
+
+impl<'a> Trainer<'a> {
+    pub(super) fn new(
+        session: TrainSession,
+        data: Datasets,
+        observer: &'a mut dyn TrainObserver,
+    ) -> Result<Self> {
+        let cfg = session.config;
+        let device = crate::device::select_device(cfg.training.device)?;
+        let (run, model, sgd, normalizer, state, last_checkpoint) = match session.resume {
+            None => {
+                let run = RunDir::create(&cfg.output.runs_dir, &cfg.name)?;
+                let model = ResNetModel::new(&cfg.model, &device, cfg.seed)
+                    .ctx(|| format!("building {}", cfg.model.name()))?;
+                let sgd =
+                    Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
+                let normalizer = Normalizer::fit(&cfg.data.normalization, &data.train);
+                (run, model, sgd, normalizer, LoopState::default(), None)
+            }
+            Some(point) => {
+                let run = RunDir::open(&point.run_dir)?;
+                let ckpt = Checkpoint::read(&point.checkpoint, &device)?;
+                let model = ResNetModel::from_tensors(&cfg.model, &ckpt.model_state(), &device)
+                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
+                let mut sgd =
+                    Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
+                let momentum = ckpt
+                    .momentum
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                sgd.load_momentum_buffers(&momentum)
+                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
+                let m = &ckpt.meta;
+                let state = LoopState {
+                    iteration: m.iteration,
+                    best_val: m.best_val,
+                    epoch_stats: m.epoch_stats,
+                    window_stats: m.window_stats,
+                    elapsed_before: m.elapsed_s,
+                };
+                let last = Some((point.checkpoint.clone(), m.iteration));
+                (run, model, sgd, ckpt.normalizer, state, last)
+            }
+        };
+        std::fs::write(run.config(), cfg.to_yaml()).map_err(|e| TrainError::io(run.config(), e))?;
+        let normalizer = Arc::new(normalizer);
+        let loader = BatchLoader::new(
+            Arc::clone(&data.train),
+            Arc::clone(&normalizer),
+            LoaderConfig {
+                batch_size: cfg.training.batch_size,
+                shuffle: true,
+                drop_last: cfg.training.drop_last,
+                augment: cfg.data.augment,
+                seed: cfg.seed,
+                prefetch: cfg.training.prefetch,
+            },
+        );
+        if loader.batches_per_epoch() == 0 {
+            return Err(TrainError::ConfigValue {
+                source_name: "config".into(),
+                key: "training.batch_size".into(),
+                line: None,
+                set_by: None,
+                reason: format!(
+                    "{} is larger than the training set ({} images) with drop_last",
+                    cfg.training.batch_size,
+                    data.train.len()
+                ),
+            });
+        }
+        if let Some((path, _)) = &last_checkpoint {
+            let bpe = loader.batches_per_epoch() as u64;
+            let m = Checkpoint::read_meta(path)?;
+            if m.batches_per_epoch != bpe {
+                return Err(TrainError::checkpoint(
+                    path,
+                    format!(
+                        "the run had {} steps per epoch, this config and data give {bpe} \
+                         (were data limits, the split or the batch size changed?)",
+                        m.batches_per_epoch
+                    ),
+                ));
+            }
+        }
+        let ckdir = CheckpointDir::new(run.checkpoints(), cfg.training.keep_last)?;
+        let metrics = MetricsLog::open(run.root(), Some(state.iteration))?;
+        let tb = SummaryWriter::new(&run.tensorboard())
+            .map_err(|e| TrainError::io(run.tensorboard(), e))?;
+        Ok(Self {
+            cfg,
+            data,
+            run,
+            device,
+            model,
+            sgd,
+            normalizer,
+            loader,
+            ckdir,
+            metrics,
+            tb,
+            state,
+            session_start: Instant::now(),
+            last_checkpoint,
+            observer,
+        })
+    }
+}
