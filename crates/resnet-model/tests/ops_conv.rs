@@ -125,4 +125,9 @@ fn bad_shapes_are_errors() {
     assert!(ops::conv2d(&x, &w, 1, 0).is_err());
     let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &dev).unwrap();
     assert!(ops::conv2d(&x, &w, 0, 1).is_err());
+    let w0 = Tensor::zeros((0, 3, 3, 3), DType::F32, &dev).unwrap();
+    assert!(ops::conv2d(&x, &w0, 1, 1).is_err());
+    // an empty batch is fine
+    let x0 = Tensor::zeros((0, 3, 8, 8), DType::F32, &dev).unwrap();
+    assert_eq!(ops::conv2d(&x0, &w, 1, 1).unwrap().dims(), &[0, 4, 8, 8]);
 }

@@ -35,6 +35,9 @@ impl ConvGeom {
         if wcin != cin || k != k2 || k == 0 {
             bail!("conv2d: weight {w:?} does not fit input {x:?} (need [Cout, {cin}, K, K])")
         }
+        if cin == 0 || cout == 0 {
+            bail!("conv2d: zero channels (input {x:?}, weight {w:?})")
+        }
         if stride == 0 {
             bail!("conv2d: stride must be at least 1")
         }
