@@ -1,6 +1,20 @@
 //! The model against PyTorch golden fixtures (see `shared/fixtures/README.md`): eval logits,
 //! two training steps' logits, loss and gradients, and the state after a reference SGD step
 //! (running statistics included).
+//!
+//! Two numerics are checked:
+//! - **reference ops** (`ops::with_reference_ops`, plain candle ops): every tensor of every
+//!   fixture, both steps chained;
+//! - **fast kernels** (the default on CPU): every tensor of the ResNet-8 fixture, both steps
+//!   chained; for the two ResNet-20 fixtures everything the forward pass determines (eval
+//!   logits, train logits, loss, updated running statistics) but not the gradients. Each
+//!   ResNet-20 fixture batch has one ReLU pre-activation closer to the kink than f32 rounding
+//!   (option A: `layer1.1`'s residual sum is +3.0e-8 with the reference summation order and
+//!   -5.1e-7 with the fast kernels'): that one mask element flips, and the gradients of every
+//!   parameter upstream of it move by up to ~1e-2 of their maximum. `relu_tie_explains_the_
+//!   fast_path_gradient_gap` pins that down, so a real kernel error cannot hide behind it; the
+//!   fast kernels' gradients are otherwise checked against the reference ops and against f64
+//!   finite differences in `tests/ops_*.rs`.
 
 mod common;
 
@@ -8,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use candle_core::{Device, Tensor, Var};
 use common::{load_fixture, with_prefix, Report};
-use resnet_model::{ResNetConfig, ResNetModel, Shortcut};
+use resnet_model::{ops, ResNetConfig, ResNetModel, Shortcut};
 
 const LR: f64 = 0.1;
 const MOMENTUM: f64 = 0.9;
@@ -39,7 +53,16 @@ impl ReferenceSgd {
     }
 }
 
-fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize) {
+/// What to compare with the fixture.
+#[derive(Clone, Copy, PartialEq)]
+enum Check {
+    /// Every tensor.
+    All,
+    /// Only what the forward pass determines: logits, loss, running statistics.
+    ForwardOnly,
+}
+
+fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize, check: Check) {
     let fx = load_fixture(file);
     let dev = Device::Cpu;
     let model = ResNetModel::from_tensors(cfg, &with_prefix(&fx, "init."), &dev)
@@ -72,6 +95,16 @@ fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize) {
             &loss,
             &fx[&format!("step{step}.loss")],
         );
+
+        if check == Check::ForwardOnly {
+            // Batch statistics of this step's forward pass, before any parameter update.
+            let state = model.state_dict().unwrap();
+            let after = with_prefix(&fx, &format!("step{step}.after."));
+            for (name, t) in state.iter().filter(|(n, _)| n.contains("running_")) {
+                report.check(&format!("step{step}.after.{name}"), t, &after[name]);
+            }
+            break; // step 2 would start from parameters updated with unchecked gradients
+        }
 
         let grads = loss.backward().unwrap();
         let params = model.parameters();
@@ -112,27 +145,140 @@ fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize) {
 
 #[test]
 fn resnet20_option_a_matches_pytorch() {
+    ops::with_reference_ops(|| {
+        run_fixture(
+            "resnet20_option_a.safetensors",
+            &ResNetConfig::resnet20(),
+            269_722,
+            Check::All,
+        )
+    });
+}
+
+#[test]
+fn resnet20_option_a_fast_kernels_forward_matches_pytorch() {
     run_fixture(
         "resnet20_option_a.safetensors",
         &ResNetConfig::resnet20(),
         269_722,
+        Check::ForwardOnly,
     );
 }
 
 #[test]
 fn resnet20_option_b_matches_pytorch() {
+    ops::with_reference_ops(|| {
+        run_fixture(
+            "resnet20_option_b.safetensors",
+            &ResNetConfig::resnet20().with_shortcut(Shortcut::Projection),
+            272_474,
+            Check::All,
+        )
+    });
+}
+
+#[test]
+fn resnet20_option_b_fast_kernels_forward_matches_pytorch() {
     run_fixture(
         "resnet20_option_b.safetensors",
         &ResNetConfig::resnet20().with_shortcut(Shortcut::Projection),
         272_474,
+        Check::ForwardOnly,
     );
 }
 
 #[test]
 fn resnet8_option_a_matches_pytorch() {
+    ops::with_reference_ops(|| {
+        run_fixture(
+            "resnet8_option_a.safetensors",
+            &ResNetConfig::with_depth(8),
+            75_290,
+            Check::All,
+        )
+    });
+}
+
+#[test]
+fn resnet8_option_a_fast_kernels_match_pytorch() {
     run_fixture(
         "resnet8_option_a.safetensors",
         &ResNetConfig::with_depth(8),
         75_290,
+        Check::All,
+    );
+}
+
+/// The stage-1 ReLU pre-activations of the ResNet-20 option-A fixture's first batch (stem and
+/// every block), computed with the fast kernels and with the reference ops.
+fn stage1_pre_activations(fx: &HashMap<String, Tensor>) -> Vec<(String, Tensor)> {
+    let w = |n: &str| &fx[&format!("init.{n}")];
+    let bn = |x: &Tensor, p: &str| {
+        ops::batch_norm_train(
+            x,
+            w(&format!("{p}.weight")),
+            w(&format!("{p}.bias")),
+            1e-5,
+            false,
+        )
+        .unwrap()
+        .y
+    };
+    let conv = |x: &Tensor, name: &str| ops::conv2d(x, w(name), 1, 1).unwrap();
+    let mut out = Vec::new();
+    let z = bn(&conv(&fx["batch1.input"], "conv1.weight"), "bn1");
+    out.push(("bn1".to_string(), z.clone()));
+    let mut h = z.relu().unwrap();
+    for i in 0..3 {
+        let p = format!("layer1.{i}");
+        let z = bn(&conv(&h, &format!("{p}.conv1.weight")), &format!("{p}.bn1"));
+        out.push((format!("{p}.bn1"), z.clone()));
+        let b = bn(
+            &conv(&z.relu().unwrap(), &format!("{p}.conv2.weight")),
+            &format!("{p}.bn2"),
+        );
+        let s = (&b + &h).unwrap();
+        out.push((format!("{p} residual sum"), s.clone()));
+        h = s.relu().unwrap();
+    }
+    out
+}
+
+/// Pins down why the fast kernels' ResNet-20 gradients are not compared with the fixture:
+/// with both numerics the pre-activations agree to a few 1e-6, and the only ReLU decision
+/// they disagree on is one value within 1e-6 of zero.
+#[test]
+fn relu_tie_explains_the_fast_path_gradient_gap() {
+    let fx = load_fixture("resnet20_option_a.safetensors");
+    let fast = stage1_pre_activations(&fx);
+    let reference = ops::with_reference_ops(|| stage1_pre_activations(&fx));
+    let mut flips = Vec::new();
+    for ((name, f), (_, r)) in fast.iter().zip(&reference) {
+        let f = f.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let max_diff = f
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 2e-5,
+            "{name}: fast vs reference differ by {max_diff:e}"
+        );
+        for (k, (a, b)) in f.iter().zip(&r).enumerate() {
+            if (*a > 0.0) != (*b > 0.0) {
+                flips.push((name.clone(), k, *a, *b));
+            }
+        }
+    }
+    assert_eq!(
+        flips.len(),
+        1,
+        "expected exactly one ReLU tie, found {flips:?}"
+    );
+    let (name, _, a, b) = &flips[0];
+    assert!(
+        a.abs() < 1e-6 && b.abs() < 1e-6,
+        "{name}: a flipped ReLU decision away from the kink: fast {a:e}, reference {b:e}"
     );
 }
