@@ -39,7 +39,7 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    resnet_model::ops::tune_allocator();
+    resnet_model::ops::tune_runtime();
     let (mut batch, mut iters, mut slow) = (128usize, 10usize, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -16,7 +16,7 @@
 //! `bench/pytorch/bench_resnet.py`:
 //! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...`
 //! With `--profile`, a train run also prints the median forward / backward / update times;
-//! `--default-allocator` skips `ops::tune_allocator()`.
+//! `--no-tuning` skips `ops::tune_runtime()` (allocator thresholds, `CANDLE_NUM_THREADS=1`).
 
 use std::process::Command;
 use std::time::Instant;
@@ -61,8 +61,8 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--warmup" => a.warmup = num("--warmup")?,
             "--iters" => a.iters = num("--iters")?,
             "--profile" => a.profile = true,
-            // keep glibc's default malloc thresholds (to measure `tune_allocator`)
-            "--default-allocator" => {}
+            // skip `ops::tune_runtime()` (to measure what it does)
+            "--no-tuning" => {}
             // passed by `cargo bench`
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -234,8 +234,8 @@ fn infer(a: &Args) -> Result<()> {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--default-allocator") {
-        resnet_model::ops::tune_allocator();
+    if !std::env::args().any(|a| a == "--no-tuning") {
+        resnet_model::ops::tune_runtime();
     }
     let a = match parse_args() {
         Ok(a) => a,

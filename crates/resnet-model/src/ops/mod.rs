@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{bail, Result, Tensor};
 
-pub use alloc::tune_allocator;
+pub use alloc::{tune_allocator, tune_runtime};
 pub use reference::{
     add_relu_slow, batch_norm_eval_slow, batch_norm_train_slow, conv2d_slow, subsample_pad_slow,
 };
