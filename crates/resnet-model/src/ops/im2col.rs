@@ -127,6 +127,9 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
                     let dst = &mut row[b * p..(b + 1) * p];
                     dst[..oh_lo * g.wo].fill(zero);
                     dst[oh_hi * g.wo..].fill(zero);
+                    if oh_lo >= oh_hi {
+                        continue; // every output row of this tap reads padding: all zeros
+                    }
                     if s == 1 && g.wo == g.w {
                         // "same" stride-1 convolution: the valid rows are one shifted
                         // contiguous block of the input; copy it whole, then clear the
