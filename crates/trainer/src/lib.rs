@@ -55,3 +55,12 @@ pub use config::RunConfig;
 pub use data::{Datasets, EvalSplit};
 pub use error::TrainError;
 pub use session::{StopReason, TrainOptions, TrainOutcome, TrainSession};
+
+/// Tunes the process for training speed; call it first thing in `main`, before any other
+/// thread exists. Raises glibc's allocator thresholds so the multi-MB activation buffers of a
+/// training step are reused instead of returned to the kernel and page-faulted in again, and
+/// sets `CANDLE_NUM_THREADS=1` (unless set) so candle's own thread pool does not compete with
+/// the kernels' rayon pool. See `resnet_model::ops::tune_runtime`.
+pub fn tune_process() {
+    resnet_model::ops::tune_runtime();
+}
