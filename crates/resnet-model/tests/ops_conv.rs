@@ -24,6 +24,9 @@ const CASES: &[Case] = &[
     // stride 1 without "same" padding: the transposed path with another padding
     (2, 5, 9, 8, 3, 3, 1, 0),
     (2, 4, 7, 7, 6, 5, 1, 1),
+    // 1- and 2-pixel inputs: taps whose output rows read only padding
+    (2, 3, 1, 1, 4, 3, 1, 1),
+    (2, 3, 2, 1, 4, 3, 1, 1),
     // the network's stage-1 shape: one image per chunk
     (3, 16, 32, 32, 16, 3, 1, 1),
 ];
@@ -60,6 +63,9 @@ fn gradients_match_f64_finite_differences() {
         (2, 3, 5, 5, 4, 3, 1, 1),
         (2, 3, 6, 7, 4, 3, 2, 1),
         (2, 4, 6, 6, 5, 1, 2, 0),
+        // stride 2 on a 1x2 input (candle's own conv2d backward gets its shape wrong)
+        (2, 3, 1, 2, 3, 3, 2, 1),
+        (1, 2, 1, 1, 3, 3, 1, 1),
     ]
     .iter()
     .enumerate()
