@@ -87,6 +87,16 @@ impl BatchNorm {
         self.cfg
     }
 
+    /// The weight (γ) `[C]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias (β) `[C]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
     /// The running mean `[C]`.
     pub fn running_mean(&self) -> &Tensor {
         self.running_mean.as_tensor()
@@ -127,8 +137,9 @@ impl BatchNorm {
     }
 
     /// PyTorch's running-statistics update from a batch mean and *biased* variance over `m`
-    /// values per channel.
-    fn update_running_stats(&self, mean: &Tensor, biased_var: &Tensor, m: usize) -> Result<()> {
+    /// values per channel (what [`BatchNorm::forward_t`] does in training mode; for callers
+    /// that run the normalisation inside a fused op such as [`ops::basic_block_train`]).
+    pub fn update_running_stats(&self, mean: &Tensor, biased_var: &Tensor, m: usize) -> Result<()> {
         let mom = self.cfg.momentum;
         let keep = 1.0 - mom;
         let unbiased = (m as f64) / ((m - 1) as f64);

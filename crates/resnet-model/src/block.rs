@@ -71,8 +71,69 @@ impl BasicBlock {
     }
 }
 
+impl BasicBlock {
+    /// Training mode through [`ops::basic_block_train`] (the whole block as one autograd
+    /// node), then the running-statistics updates. `None` when the block's BatchNorms do not
+    /// share one epsilon (the fused op takes one), in which case the layers run one by one.
+    fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let eps = self.bn1.config().eps;
+        let shortcut = match &self.shortcut {
+            ShortcutLayer::Identity => ops::BlockShortcut::Identity,
+            ShortcutLayer::SubsamplePad { .. } => ops::BlockShortcut::SubsamplePad,
+            ShortcutLayer::Projection { conv, bn } => {
+                if bn.config().eps != eps {
+                    return Ok(None);
+                }
+                ops::BlockShortcut::Projection {
+                    conv: conv.weight(),
+                    bn_weight: bn.weight(),
+                    bn_bias: bn.bias(),
+                }
+            }
+        };
+        if self.bn2.config().eps != eps {
+            return Ok(None);
+        }
+        let params = ops::BasicBlockParams {
+            conv1: self.conv1.weight(),
+            bn1_weight: self.bn1.weight(),
+            bn1_bias: self.bn1.bias(),
+            conv2: self.conv2.weight(),
+            bn2_weight: self.bn2.weight(),
+            bn2_bias: self.bn2.bias(),
+            shortcut,
+            stride: self.conv1.config().stride,
+            eps,
+        };
+        let out = ops::basic_block_train(x, &params)?;
+        let (n, _, ho, wo) = out.y.dims4()?;
+        let m = n * ho * wo;
+        if m < 2 {
+            candle_core::bail!(
+                "BatchNorm in training mode needs more than one value per channel, \
+                 got a block output of shape {:?}",
+                out.y.dims()
+            );
+        }
+        self.bn1
+            .update_running_stats(&out.bn1.mean, &out.bn1.var, m)?;
+        self.bn2
+            .update_running_stats(&out.bn2.mean, &out.bn2.var, m)?;
+        if let (ShortcutLayer::Projection { bn, .. }, Some(st)) = (&self.shortcut, &out.shortcut_bn)
+        {
+            bn.update_running_stats(&st.mean, &st.var, m)?;
+        }
+        Ok(Some(out.y))
+    }
+}
+
 impl candle_nn::ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            if let Some(y) = self.forward_fused(x)? {
+                return Ok(y);
+            }
+        }
         let h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?;
         let h = self.bn2.forward_t(&self.conv2.forward(&h)?, train)?;
         let s = self.shortcut.forward_t(x, train)?;

@@ -77,3 +77,216 @@ fn residual_block_matches_reference() {
         }
     }
 }
+
+/// Parameters of a block with an optional projection shortcut.
+struct FusedCase {
+    p: Params,
+    proj: Option<(Var, Var, Var)>,
+    stride: usize,
+    pad_shortcut: bool,
+}
+
+impl FusedCase {
+    fn vars<'a>(&'a self, x: &'a Var) -> Vec<&'a Var> {
+        let p = &self.p;
+        let mut v = vec![x, &p.w1, &p.g1, &p.b1, &p.w2, &p.g2, &p.b2];
+        if let Some((w, g, b)) = &self.proj {
+            v.extend([w, g, b]);
+        }
+        v
+    }
+
+    fn params(&self) -> ops::BasicBlockParams<'_> {
+        let p = &self.p;
+        let shortcut = match &self.proj {
+            Some((w, g, b)) => ops::BlockShortcut::Projection {
+                conv: w.as_tensor(),
+                bn_weight: g.as_tensor(),
+                bn_bias: b.as_tensor(),
+            },
+            None if self.pad_shortcut => ops::BlockShortcut::SubsamplePad,
+            None => ops::BlockShortcut::Identity,
+        };
+        ops::BasicBlockParams {
+            conv1: p.w1.as_tensor(),
+            bn1_weight: p.g1.as_tensor(),
+            bn1_bias: p.b1.as_tensor(),
+            conv2: p.w2.as_tensor(),
+            bn2_weight: p.g2.as_tensor(),
+            bn2_bias: p.b2.as_tensor(),
+            shortcut,
+            stride: self.stride,
+            eps: 1e-5,
+        }
+    }
+
+    /// The block composed from the fast per-layer ops: output and the statistics of every
+    /// BatchNorm, in order.
+    fn composed(&self, x: &Tensor) -> (Tensor, Vec<Tensor>) {
+        let p = &self.p;
+        let cout = p.w1.dims()[0];
+        let h1 = ops::batch_norm_train(
+            &ops::conv2d(x, &p.w1, self.stride, 1).unwrap(),
+            &p.g1,
+            &p.b1,
+            1e-5,
+            true,
+        )
+        .unwrap();
+        let h2 = ops::batch_norm_train(
+            &ops::conv2d(&h1.y, &p.w2, 1, 1).unwrap(),
+            &p.g2,
+            &p.b2,
+            1e-5,
+            false,
+        )
+        .unwrap();
+        let mut stats = vec![h1.mean, h1.var, h2.mean, h2.var];
+        let s = match &self.proj {
+            Some((w, g, b)) => {
+                let o = ops::batch_norm_train(
+                    &ops::conv2d(x, w, self.stride, 0).unwrap(),
+                    g,
+                    b,
+                    1e-5,
+                    false,
+                )
+                .unwrap();
+                stats.extend([o.mean, o.var]);
+                o.y
+            }
+            None if self.pad_shortcut => ops::subsample_pad(x, cout).unwrap(),
+            None => x.clone(),
+        };
+        (ops::add_relu(&h2.y, &s).unwrap(), stats)
+    }
+}
+
+fn block_stats(o: &ops::BasicBlockOutput) -> Vec<Tensor> {
+    let mut v = vec![
+        o.bn1.mean.clone(),
+        o.bn1.var.clone(),
+        o.bn2.mean.clone(),
+        o.bn2.var.clone(),
+    ];
+    if let Some(s) = &o.shortcut_bn {
+        v.extend([s.mean.clone(), s.var.clone()]);
+    }
+    v
+}
+
+/// Equal values (`-0.0 == 0.0`): candle's gradient accumulation adds into a zero tensor,
+/// which can turn a `-0.0` into `0.0`.
+fn assert_same(what: &str, a: &Tensor, b: &Tensor) {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len(), "{what}: length");
+    if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+        panic!("{what}: element {i} differs: {:e} vs {:e}", a[i], b[i]);
+    }
+}
+
+#[test]
+fn fused_block_equals_composed_ops_and_matches_reference() {
+    // (n, cin, hw, cout, stride, shortcut: 0 identity, 1 option-A pad, 2 projection)
+    for (i, &(n, cin, hw, cout, stride, sc)) in [
+        (4, 16, 16, 16, 1, 0),
+        (4, 16, 16, 32, 2, 1),
+        (3, 16, 15, 32, 2, 2),
+        (3, 8, 8, 8, 1, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = rng(300 + i as u64);
+        let x = randn_var(&mut r, &[n, cin, hw, hw], 0.0, 1.0);
+        let p = Params {
+            w1: randn_var(&mut r, &[cout, cin, 3, 3], 0.0, 0.2),
+            g1: randn_var(&mut r, &[cout], 1.0, 0.2),
+            b1: randn_var(&mut r, &[cout], 0.0, 0.2),
+            w2: randn_var(&mut r, &[cout, cout, 3, 3], 0.0, 0.2),
+            g2: randn_var(&mut r, &[cout], 1.0, 0.2),
+            b2: randn_var(&mut r, &[cout], 0.0, 0.2),
+        };
+        let proj = (sc == 2).then(|| {
+            (
+                randn_var(&mut r, &[cout, cin, 1, 1], 0.0, 0.3),
+                randn_var(&mut r, &[cout], 1.0, 0.2),
+                randn_var(&mut r, &[cout], 0.0, 0.2),
+            )
+        });
+        let case = FusedCase {
+            p,
+            proj,
+            stride,
+            pad_shortcut: sc == 1,
+        };
+        let vars = case.vars(&x);
+        let fused = ops::basic_block_train(&x, &case.params()).unwrap();
+        let slow = ops::basic_block_train_slow(&x, &case.params()).unwrap();
+        let (composed, composed_stats) = case.composed(&x);
+        let probe = randn(&mut r, fused.y.dims(), 0.0, 1.0);
+
+        assert_same(&format!("case {i} y"), &fused.y, &composed);
+        assert_close(&format!("case {i} y vs slow"), &fused.y, &slow.y, 1e-5);
+        let (fs, ss) = (block_stats(&fused), block_stats(&slow));
+        assert_eq!(
+            fs.len(),
+            composed_stats.len(),
+            "case {i}: number of statistics"
+        );
+        for (k, ((a, b), c)) in fs.iter().zip(&composed_stats).zip(&ss).enumerate() {
+            assert_same(&format!("case {i} stat {k}"), a, b);
+            assert_close(&format!("case {i} stat {k} vs slow"), a, c, 1e-5);
+        }
+
+        let gf = grads(&fused.y, &probe, &vars);
+        let gc = grads(&composed, &probe, &vars);
+        let gs = grads(&slow.y, &probe, &vars);
+        for (k, ((a, b), c)) in gf.iter().zip(&gc).zip(&gs).enumerate() {
+            assert_same(&format!("case {i} grad {k}"), a, b);
+            assert_close(&format!("case {i} grad {k} vs slow"), a, c, 1e-4);
+        }
+
+        // same bits with one and two threads
+        let one = with_threads(1, || {
+            let o = ops::basic_block_train(&x, &case.params()).unwrap();
+            let g = grads(&o.y, &probe, &vars);
+            (o.y, g)
+        });
+        assert_bits_eq(&format!("case {i} y 1 vs 2 threads"), &one.0, &fused.y);
+        for (k, (a, b)) in one.1.iter().zip(&gf).enumerate() {
+            assert_bits_eq(&format!("case {i} grad {k} 1 vs 2 threads"), a, b);
+        }
+    }
+}
+
+#[test]
+fn fused_block_rejects_mismatched_parameters() {
+    let mut r = rng(400);
+    let x = randn_var(&mut r, &[2, 8, 8, 8], 0.0, 1.0);
+    let p = Params {
+        w1: randn_var(&mut r, &[8, 8, 3, 3], 0.0, 0.2),
+        g1: randn_var(&mut r, &[8], 1.0, 0.2),
+        b1: randn_var(&mut r, &[7], 0.0, 0.2),
+        w2: randn_var(&mut r, &[8, 8, 3, 3], 0.0, 0.2),
+        g2: randn_var(&mut r, &[8], 1.0, 0.2),
+        b2: randn_var(&mut r, &[8], 0.0, 0.2),
+    };
+    let case = FusedCase {
+        p,
+        proj: None,
+        stride: 1,
+        pad_shortcut: false,
+    };
+    let err = ops::basic_block_train(&x, &case.params())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bn1_bias") && err.contains("[7]"), "{err}");
+    // an identity shortcut cannot change the shape
+    let case = FusedCase { stride: 2, ..case };
+    let mut p2 = case.params();
+    p2.bn1_bias = case.p.g1.as_tensor();
+    let err = ops::basic_block_train(&x, &p2).unwrap_err().to_string();
+    assert!(err.contains("identity shortcut"), "{err}");
+}

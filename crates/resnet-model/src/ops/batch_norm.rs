@@ -19,8 +19,10 @@ pub(crate) struct Saved {
     /// Biased batch variance.
     pub(crate) var: Vec<f32>,
     invstd: Vec<f32>,
-    scale: Vec<f32>,
-    shift: Vec<f32>,
+    /// `gamma * invstd`: the normalisation as one per-channel affine map ...
+    pub(crate) scale: Vec<f32>,
+    /// ... `beta - mean * scale`.
+    pub(crate) shift: Vec<f32>,
 }
 
 /// Training-mode BatchNorm over `(x, weight, bias)` with batch statistics.
@@ -60,24 +62,7 @@ impl CustomOp3 for BatchNormTrain {
         let x = slice(OP, s1, l1)?;
         let gamma = params(OP, p.c, s2, l2)?;
         let beta = params(OP, p.c, s3, l3)?;
-        let (mean, var) = mean_var(p, x);
-        let mut s = Saved {
-            mean: Vec::with_capacity(p.c),
-            var: Vec::with_capacity(p.c),
-            invstd: Vec::with_capacity(p.c),
-            scale: Vec::with_capacity(p.c),
-            shift: Vec::with_capacity(p.c),
-        };
-        for c in 0..p.c {
-            let invstd = 1.0 / (var[c] + self.eps).sqrt();
-            let scale = f64::from(gamma[c]) * invstd;
-            s.mean.push(mean[c] as f32);
-            s.var.push(var[c] as f32);
-            s.invstd.push(invstd as f32);
-            s.scale.push(scale as f32);
-            s.shift.push((f64::from(beta[c]) - mean[c] * scale) as f32);
-        }
-        let y = affine(p, x, &s.scale, &s.shift, self.relu);
+        let (y, s) = train_forward(p, x, gamma, beta, self.eps, self.relu);
         *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
         Ok(output(y, l1.shape().clone()))
     }
@@ -100,33 +85,8 @@ impl CustomOp3 for BatchNormTrain {
             bail!("{OP}: no saved statistics (forward did not run on the CPU)")
         };
         let p = Planes::from_dims(OP, x.dims())?;
-        let mask = Masked {
-            scale: &s.scale,
-            shift: &s.shift,
-            relu: self.relu,
-        };
-        let m = p.per_channel().max(1) as f64;
         let (dx, dgamma, dbeta) = with_data(OP, x, |xs| {
-            with_data(OP, dy, |gs| {
-                let (s1, s2) = grad_sums(p, xs, gs, mask, &s.mean);
-                let mut a = Vec::with_capacity(p.c);
-                let mut b = Vec::with_capacity(p.c);
-                let mut dgamma = Vec::with_capacity(p.c);
-                for c in 0..p.c {
-                    let (sc, is) = (f64::from(s.scale[c]), f64::from(s.invstd[c]));
-                    a.push((-sc * is * is * s2[c] / m) as f32);
-                    b.push((-sc * s1[c] / m) as f32);
-                    dgamma.push((s2[c] * is) as f32);
-                }
-                let coef = GradCoef {
-                    k: &s.scale,
-                    center: &s.mean,
-                    a: &a,
-                    b: &b,
-                };
-                let dbeta: Vec<f32> = s1.iter().map(|&v| v as f32).collect();
-                (grad_input(p, xs, gs, mask, &coef), dgamma, dbeta)
-            })
+            with_data(OP, dy, |gs| train_backward(p, xs, gs, &s, self.relu))
         })??;
         let dev = x.device();
         Ok((
@@ -135,6 +95,76 @@ impl CustomOp3 for BatchNormTrain {
             Some(Tensor::from_vec(dbeta, p.c, dev)?),
         ))
     }
+}
+
+/// Training-mode forward on raw data: batch statistics, then `relu?(x * scale + shift)`.
+pub(crate) fn train_forward(
+    p: Planes,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, Saved) {
+    let s = train_stats(p, x, gamma, beta, eps);
+    (affine(p, x, &s.scale, &s.shift, relu), s)
+}
+
+/// Batch statistics of `x` and the per-channel affine map they give with `gamma`/`beta`.
+pub(crate) fn train_stats(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Saved {
+    let (mean, var) = mean_var(p, x);
+    let mut s = Saved {
+        mean: Vec::with_capacity(p.c),
+        var: Vec::with_capacity(p.c),
+        invstd: Vec::with_capacity(p.c),
+        scale: Vec::with_capacity(p.c),
+        shift: Vec::with_capacity(p.c),
+    };
+    for c in 0..p.c {
+        let invstd = 1.0 / (var[c] + eps).sqrt();
+        let scale = f64::from(gamma[c]) * invstd;
+        s.mean.push(mean[c] as f32);
+        s.var.push(var[c] as f32);
+        s.invstd.push(invstd as f32);
+        s.scale.push(scale as f32);
+        s.shift.push((f64::from(beta[c]) - mean[c] * scale) as f32);
+    }
+    s
+}
+
+/// Training-mode backward on raw data: `(dx, dgamma, dbeta)` from the forward's input `x`,
+/// the output gradient `dy` and the forward's statistics.
+pub(crate) fn train_backward(
+    p: Planes,
+    xs: &[f32],
+    gs: &[f32],
+    s: &Saved,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mask = Masked {
+        scale: &s.scale,
+        shift: &s.shift,
+        relu,
+    };
+    let m = p.per_channel().max(1) as f64;
+    let (s1, s2) = grad_sums(p, xs, gs, mask, &s.mean);
+    let mut a = Vec::with_capacity(p.c);
+    let mut b = Vec::with_capacity(p.c);
+    let mut dgamma = Vec::with_capacity(p.c);
+    for c in 0..p.c {
+        let (sc, is) = (f64::from(s.scale[c]), f64::from(s.invstd[c]));
+        a.push((-sc * is * is * s2[c] / m) as f32);
+        b.push((-sc * s1[c] / m) as f32);
+        dgamma.push((s2[c] * is) as f32);
+    }
+    let coef = GradCoef {
+        k: &s.scale,
+        center: &s.mean,
+        a: &a,
+        b: &b,
+    };
+    let dbeta: Vec<f32> = s1.iter().map(|&v| v as f32).collect();
+    (grad_input(p, xs, gs, mask, &coef), dgamma, dbeta)
 }
 
 /// `relu?(x * scale[c] + shift[c])` over `(x, scale, shift)`: the eval-mode BatchNorm once

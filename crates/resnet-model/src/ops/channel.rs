@@ -135,6 +135,53 @@ pub(crate) fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: b
     unsafe { y.assume_init() }
 }
 
+/// `relu(x * scale[c] + shift[c] + s)`: a BatchNorm's affine map, a residual add and a
+/// ReLU in one pass (same arithmetic, so the same bits, as [`affine`] then an add + ReLU).
+pub(crate) fn affine_add_relu(
+    p: Planes,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    s: &[f32],
+) -> Vec<f32> {
+    let mut y = Uninit::new(p.len());
+    let img = p.c * p.hw;
+    if img > 0 {
+        y.slots()
+            .par_chunks_mut(img)
+            .zip(x.par_chunks(img).zip(s.par_chunks(img)))
+            .for_each(|(yi, (xi, si))| {
+                for c in 0..p.c {
+                    let r = c * p.hw..(c + 1) * p.hw;
+                    affine_add_relu_plane(
+                        &mut yi[r.clone()],
+                        &xi[r.clone()],
+                        &si[r],
+                        scale[c],
+                        shift[c],
+                    );
+                }
+            });
+    }
+    // SAFETY: every plane of every image was written.
+    unsafe { y.assume_init() }
+}
+
+multiversion! {
+    /// One plane of [`affine_add_relu`].
+    fn affine_add_relu_plane(
+        dst: &mut [std::mem::MaybeUninit<f32>],
+        src: &[f32],
+        res: &[f32],
+        scale: f32,
+        shift: f32,
+    ) {
+        for ((d, &v), &r) in dst.iter_mut().zip(src).zip(res) {
+            d.write((v * scale + shift + r).max(0.0));
+        }
+    }
+}
+
 /// The gradient reaching the affine map: `dy`, masked by `x * scale + shift > 0` when the
 /// forward applied a ReLU (same arithmetic as the forward, so the same mask).
 #[derive(Clone, Copy)]

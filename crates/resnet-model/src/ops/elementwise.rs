@@ -27,6 +27,28 @@ multiversion! {
     }
 }
 
+/// `relu(a + b)` elementwise (`a` and `b` of equal length).
+pub(crate) fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut z = Uninit::new(a.len());
+    z.slots()
+        .par_chunks_mut(BLOCK)
+        .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
+        .for_each(|(z, (a, b))| add_relu_block(z, a, b));
+    // SAFETY: every block was written.
+    unsafe { z.assume_init() }
+}
+
+/// The gradient `g` where `z > 0`, zero elsewhere: the backward of a ReLU with output `z`.
+pub(crate) fn relu_mask(z: &[f32], g: &[f32]) -> Vec<f32> {
+    let mut d = Uninit::new(z.len());
+    d.slots()
+        .par_chunks_mut(BLOCK)
+        .zip(z.par_chunks(BLOCK).zip(g.par_chunks(BLOCK)))
+        .for_each(|(d, (z, g))| relu_mask_block(d, z, g));
+    // SAFETY: every block was written.
+    unsafe { d.assume_init() }
+}
+
 /// `relu(a + b)`, differentiable in both arguments.
 pub(crate) struct AddRelu;
 
@@ -51,13 +73,7 @@ impl CustomOp2 for AddRelu {
         }
         let a = slice("add_relu", s1, l1)?;
         let b = slice("add_relu", s2, l2)?;
-        let mut z = Uninit::new(a.len());
-        z.slots()
-            .par_chunks_mut(BLOCK)
-            .zip(a.par_chunks(BLOCK).zip(b.par_chunks(BLOCK)))
-            .for_each(|(z, (a, b))| add_relu_block(z, a, b));
-        // SAFETY: every block was written.
-        Ok(output(unsafe { z.assume_init() }, l1.shape().clone()))
+        Ok(output(add_relu(a, b), l1.shape().clone()))
     }
 
     fn bwd(
@@ -68,17 +84,7 @@ impl CustomOp2 for AddRelu {
         dz: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         const OP: &str = "add_relu backward";
-        let g = with_data(OP, z, |zs| {
-            with_data(OP, dz, |gs| {
-                let mut g = Uninit::new(zs.len());
-                g.slots()
-                    .par_chunks_mut(BLOCK)
-                    .zip(zs.par_chunks(BLOCK).zip(gs.par_chunks(BLOCK)))
-                    .for_each(|(d, (z, g))| relu_mask_block(d, z, g));
-                // SAFETY: every block was written.
-                unsafe { g.assume_init() }
-            })
-        })??;
+        let g = with_data(OP, z, |zs| with_data(OP, dz, |gs| relu_mask(zs, gs)))??;
         let g = Tensor::from_vec(g, z.shape(), z.device())?;
         Ok((Some(g.clone()), Some(g)))
     }
@@ -90,19 +96,19 @@ pub(crate) struct SubsamplePad {
     pub(crate) out_channels: usize,
 }
 
-struct Dims {
+pub(crate) struct Dims {
     n: usize,
     c: usize,
     h: usize,
     w: usize,
-    h2: usize,
-    w2: usize,
+    pub(crate) h2: usize,
+    pub(crate) w2: usize,
     pad: usize,
     co: usize,
 }
 
 impl SubsamplePad {
-    fn dims(&self, d: &[usize]) -> Result<Dims> {
+    pub(crate) fn dims(&self, d: &[usize]) -> Result<Dims> {
         let &[n, c, h, w] = d else {
             bail!("subsample_pad: expected an [N, C, H, W] tensor, got shape {d:?}")
         };
@@ -123,6 +129,13 @@ impl SubsamplePad {
     }
 }
 
+impl Dims {
+    /// Shape of the shortcut's output.
+    pub(crate) fn out_shape(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.co, self.h2, self.w2)
+    }
+}
+
 impl CustomOp1 for SubsamplePad {
     fn name(&self) -> &'static str {
         "resnet-subsample-pad"
@@ -131,52 +144,63 @@ impl CustomOp1 for SubsamplePad {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(l.dims())?;
         let x = slice("subsample_pad", s, l)?;
-        let (p2, img) = (d.h2 * d.w2, d.co * d.h2 * d.w2);
-        let mut y = Uninit::new(d.n * img);
-        if img > 0 {
-            y.slots()
-                .par_chunks_mut(img)
-                .enumerate()
-                .for_each(|(n, yi)| {
-                    for (co, plane) in yi.chunks_mut(p2).enumerate() {
-                        if co < d.pad || co >= d.pad + d.c {
-                            plane.fill(std::mem::MaybeUninit::new(0.0));
-                            continue;
-                        }
-                        let src = &x[(n * d.c + co - d.pad) * d.h * d.w..][..d.h * d.w];
-                        for (i, row) in plane.chunks_mut(d.w2).enumerate() {
-                            let srow = &src[2 * i * d.w..][..d.w];
-                            for (o, &v) in row.iter_mut().zip(srow.iter().step_by(2)) {
-                                o.write(v);
-                            }
-                        }
-                    }
-                });
-        }
-        // SAFETY: every plane was written.
-        Ok(output(unsafe { y.assume_init() }, (d.n, d.co, d.h2, d.w2)))
+        Ok(output(subsample_pad(&d, x), d.out_shape()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let d = self.dims(x.dims())?;
-        let (hw, img) = (d.h * d.w, d.c * d.h * d.w);
         let dx = with_data("subsample_pad backward", dy, |g| {
-            let mut dx = vec![0f32; d.n * img];
-            if img > 0 {
-                dx.par_chunks_mut(img).enumerate().for_each(|(n, di)| {
-                    for (c, plane) in di.chunks_mut(hw).enumerate() {
-                        let src = &g[(n * d.co + c + d.pad) * d.h2 * d.w2..][..d.h2 * d.w2];
-                        for (i, srow) in src.chunks(d.w2).enumerate() {
-                            let row = &mut plane[2 * i * d.w..][..d.w];
-                            for (o, &v) in row.iter_mut().step_by(2).zip(srow) {
-                                *o = v;
-                            }
-                        }
-                    }
-                });
-            }
-            dx
+            subsample_pad_backward(&d, g)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
+}
+
+/// Option-A shortcut forward on raw data: `[n, c, h, w]` -> `[n, co, h2, w2]`.
+pub(crate) fn subsample_pad(d: &Dims, x: &[f32]) -> Vec<f32> {
+    let (p2, img) = (d.h2 * d.w2, d.co * d.h2 * d.w2);
+    let mut y = Uninit::new(d.n * img);
+    if img > 0 {
+        y.slots()
+            .par_chunks_mut(img)
+            .enumerate()
+            .for_each(|(n, yi)| {
+                for (co, plane) in yi.chunks_mut(p2).enumerate() {
+                    if co < d.pad || co >= d.pad + d.c {
+                        plane.fill(std::mem::MaybeUninit::new(0.0));
+                        continue;
+                    }
+                    let src = &x[(n * d.c + co - d.pad) * d.h * d.w..][..d.h * d.w];
+                    for (i, row) in plane.chunks_mut(d.w2).enumerate() {
+                        let srow = &src[2 * i * d.w..][..d.w];
+                        for (o, &v) in row.iter_mut().zip(srow.iter().step_by(2)) {
+                            o.write(v);
+                        }
+                    }
+                }
+            });
+    }
+    // SAFETY: every plane was written.
+    unsafe { y.assume_init() }
+}
+
+/// Option-A shortcut backward on raw data: the output gradient `g` `[n, co, h2, w2]` back to
+/// the input's shape `[n, c, h, w]`.
+pub(crate) fn subsample_pad_backward(d: &Dims, g: &[f32]) -> Vec<f32> {
+    let (hw, img) = (d.h * d.w, d.c * d.h * d.w);
+    let mut dx = vec![0f32; d.n * img];
+    if img > 0 {
+        dx.par_chunks_mut(img).enumerate().for_each(|(n, di)| {
+            for (c, plane) in di.chunks_mut(hw).enumerate() {
+                let src = &g[(n * d.co + c + d.pad) * d.h2 * d.w2..][..d.h2 * d.w2];
+                for (i, srow) in src.chunks(d.w2).enumerate() {
+                    let row = &mut plane[2 * i * d.w..][..d.w];
+                    for (o, &v) in row.iter_mut().step_by(2).zip(srow) {
+                        *o = v;
+                    }
+                }
+            }
+        });
+    }
+    dx
 }

@@ -143,9 +143,12 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
                             *d = MaybeUninit::new(v);
                         }
                         block[skip + (hi - lo)..].fill(zero);
-                        for r in block.chunks_mut(g.wo) {
-                            r[..ow_lo].fill(zero);
-                            r[ow_hi..].fill(zero);
+                        // Strided stores, one column at a time: a `fill` per output row
+                        // would be a `memset` call per element here.
+                        for j in (0..ow_lo).chain(ow_hi..g.wo) {
+                            for v in block[j..].iter_mut().step_by(g.wo) {
+                                *v = zero;
+                            }
                         }
                         continue;
                     }

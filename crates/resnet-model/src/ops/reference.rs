@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor, D};
 
-use super::BatchNormOutput;
+use super::{BasicBlockOutput, BasicBlockParams, BatchNormOutput, BatchStats, BlockShortcut};
 
 /// Reference implementation of [`conv2d`] with candle's own op.
 pub fn conv2d_slow(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -96,4 +96,51 @@ pub fn subsample_pad_slow(x: &Tensor, out_channels: usize) -> Result<Tensor> {
         .reshape((n, c, h2, w2))?;
     let p = (out_channels - c) / 2;
     sub.pad_with_zeros(1, p, p)
+}
+
+/// Reference implementation of [`basic_block_train`]: the block composed from the other
+/// `_slow` ops.
+pub fn basic_block_train_slow(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
+    let stats = |o: &BatchNormOutput| BatchStats {
+        mean: o.mean.clone(),
+        var: o.var.clone(),
+    };
+    let h1 = batch_norm_train_slow(
+        &conv2d_slow(x, p.conv1, p.stride, 1)?,
+        p.bn1_weight,
+        p.bn1_bias,
+        p.eps,
+        true,
+    )?;
+    let h2 = batch_norm_train_slow(
+        &conv2d_slow(&h1.y, p.conv2, 1, 1)?,
+        p.bn2_weight,
+        p.bn2_bias,
+        p.eps,
+        false,
+    )?;
+    let (s, shortcut_bn) = match p.shortcut {
+        BlockShortcut::Identity => (x.clone(), None),
+        BlockShortcut::SubsamplePad => (subsample_pad_slow(x, p.conv1.dim(0)?)?, None),
+        BlockShortcut::Projection {
+            conv,
+            bn_weight,
+            bn_bias,
+        } => {
+            let o = batch_norm_train_slow(
+                &conv2d_slow(x, conv, p.stride, 0)?,
+                bn_weight,
+                bn_bias,
+                p.eps,
+                false,
+            )?;
+            (o.y.clone(), Some(stats(&o)))
+        }
+    };
+    Ok(BasicBlockOutput {
+        y: add_relu_slow(&h2.y, &s)?,
+        bn1: stats(&h1),
+        bn2: stats(&h2),
+        shortcut_bn,
+    })
 }

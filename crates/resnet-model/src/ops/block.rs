@@ -1,0 +1,265 @@
+//! A whole basic residual block in training mode as one custom op:
+//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+//!
+//! Composed from the per-layer ops, one block puts six activation-sized tensors through
+//! candle's autograd, and for each of them the backward pass allocates a zero tensor and adds
+//! the op's gradient into it, on the calling thread while the worker threads wait. As one op
+//! the block has a single activation-sized argument (`x`); its parameters travel packed into
+//! two small tensors (`[conv1 | conv2 | shortcut conv]` and `[bn1 γ | β | bn2 γ | β |
+//! shortcut γ | β]`), and the intermediate activations live inside the op until its backward
+//! runs. It calls the same kernels in the same order as the composed ops, so its results are
+//! the same to the bit.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::batch_norm::{train_backward, train_forward, train_stats, Saved};
+use super::channel::{affine_add_relu, Planes};
+use super::conv::{forward as conv_forward, grad_input, grad_weight};
+use super::conv_backward;
+use super::elementwise::{relu_mask, subsample_pad, subsample_pad_backward, Dims, SubsamplePad};
+use super::im2col::ConvGeom;
+use super::storage::{output, slice, with_data};
+
+/// The shortcut branch of a fused block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Identity,
+    SubsamplePad,
+    Projection,
+}
+
+/// What the forward keeps for the backward (and for the running statistics).
+pub(crate) struct BlockSaved {
+    /// conv1's output (bn1's input).
+    y1: Vec<f32>,
+    /// relu(bn1(y1)) (conv2's input).
+    a1: Vec<f32>,
+    /// conv2's output (bn2's input).
+    y2: Vec<f32>,
+    /// The projection's conv output (its BatchNorm's input); empty for other shortcuts.
+    ys: Vec<f32>,
+    /// Statistics of bn1, bn2 and, for a projection, the shortcut's BatchNorm.
+    pub(crate) bn: Vec<Saved>,
+}
+
+/// The fused training-mode block over `(x, packed conv weights, packed BN parameters)`.
+pub(crate) struct BlockTrain {
+    pub(crate) cout: usize,
+    pub(crate) stride: usize,
+    pub(crate) kind: Kind,
+    pub(crate) eps: f64,
+    pub(crate) saved: Arc<Mutex<Option<BlockSaved>>>,
+}
+
+/// Shapes of one block for an input `[n, cin, h, w]`.
+struct Geom {
+    conv1: ConvGeom,
+    conv2: ConvGeom,
+    proj: Option<ConvGeom>,
+    pad: Option<Dims>,
+    /// The output planes `[n, cout, ho, wo]`.
+    out: Planes,
+}
+
+impl BlockTrain {
+    fn geom(&self, op: &str, x: &[usize]) -> Result<Geom> {
+        let &[n, cin, h, w] = x else {
+            bail!("{op}: expected an [N, C, H, W] input, got shape {x:?}")
+        };
+        let co = self.cout;
+        let conv1 = ConvGeom::new(&[n, cin, h, w], &[co, cin, 3, 3], self.stride, 1)?;
+        let conv2 = ConvGeom::new(&[n, co, conv1.ho, conv1.wo], &[co, co, 3, 3], 1, 1)?;
+        let (mut proj, mut pad) = (None, None);
+        match self.kind {
+            Kind::Identity => {
+                if cin != co || self.stride != 1 {
+                    bail!("{op}: an identity shortcut needs stride 1 and {co} input channels, got {cin} with stride {}", self.stride)
+                }
+            }
+            Kind::SubsamplePad => {
+                let d = SubsamplePad { out_channels: co }.dims(x)?;
+                if self.stride != 2 || (d.h2, d.w2) != (conv1.ho, conv1.wo) {
+                    bail!(
+                        "{op}: the option-A shortcut needs stride 2, got {}",
+                        self.stride
+                    )
+                }
+                pad = Some(d);
+            }
+            Kind::Projection => {
+                proj = Some(ConvGeom::new(x, &[co, cin, 1, 1], self.stride, 0)?);
+            }
+        }
+        let out = Planes {
+            n,
+            c: co,
+            hw: conv1.ho * conv1.wo,
+        };
+        Ok(Geom {
+            conv1,
+            conv2,
+            proj,
+            pad,
+            out,
+        })
+    }
+
+    /// Lengths of the packed weight and BatchNorm-parameter vectors.
+    fn packed_lens(&self, cin: usize) -> (usize, usize) {
+        let co = self.cout;
+        let proj = self.kind == Kind::Projection;
+        let w = co * cin * 9 + co * co * 9 + if proj { co * cin } else { 0 };
+        let p = co * if proj { 6 } else { 4 };
+        (w, p)
+    }
+}
+
+/// Splits `v` into consecutive pieces of the given lengths.
+fn split<'a, const K: usize>(mut v: &'a [f32], lens: [usize; K]) -> [&'a [f32]; K] {
+    lens.map(|l| {
+        let (a, b) = v.split_at(l);
+        v = b;
+        a
+    })
+}
+
+fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        bail!("{op}: the packed {what} have {got} elements, expected {want}")
+    }
+    Ok(())
+}
+
+/// Adds `b` into `a` elementwise.
+fn add_into(a: &mut [f32], b: &[f32]) {
+    const BLOCK: usize = 1 << 15;
+    a.par_chunks_mut(BLOCK)
+        .zip(b.par_chunks(BLOCK))
+        .for_each(|(a, b)| {
+            for (a, &b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        });
+}
+
+/// `(dx, dW)` of a convolution, fused when it has a transposed form.
+fn conv_grads(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    conv_backward::backward(g, x, dy, w)
+        .unwrap_or_else(|| (grad_input(g, dy, w), grad_weight(g, x, dy)))
+}
+
+impl CustomOp3 for BlockTrain {
+    fn name(&self) -> &'static str {
+        "resnet-basic-block-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "basic_block_train";
+        let g = self.geom(OP, l1.dims())?;
+        let (x, wp, pp) = (slice(OP, s1, l1)?, slice(OP, s2, l2)?, slice(OP, s3, l3)?);
+        let (wl, pl) = self.packed_lens(g.conv1.cin);
+        check_len(OP, "conv weights", wp.len(), wl)?;
+        check_len(OP, "BatchNorm parameters", pp.len(), pl)?;
+        let (co, cin) = (self.cout, g.conv1.cin);
+        let [w1, w2, ws] = split(wp, [co * cin * 9, co * co * 9, wl - co * (cin + co) * 9]);
+        let bnp = |i: usize| &pp[i * co..(i + 1) * co];
+
+        let y1 = conv_forward(&g.conv1, x, w1);
+        let (a1, s1) = train_forward(g.out, &y1, bnp(0), bnp(1), self.eps, true);
+        let y2 = conv_forward(&g.conv2, &a1, w2);
+        let s2 = train_stats(g.out, &y2, bnp(2), bnp(3), self.eps);
+        let mut bn = vec![s1];
+        let (ys, shortcut) = match (&g.pad, &g.proj) {
+            (Some(d), _) => (Vec::new(), Some(subsample_pad(d, x))),
+            (None, Some(gp)) => {
+                let ys = conv_forward(gp, x, ws);
+                let (s, st) = train_forward(g.out, &ys, bnp(4), bnp(5), self.eps, false);
+                bn.push(st);
+                (ys, Some(s))
+            }
+            (None, None) => (Vec::new(), None),
+        };
+        let y = affine_add_relu(
+            g.out,
+            &y2,
+            &s2.scale,
+            &s2.shift,
+            shortcut.as_deref().unwrap_or(x),
+        );
+        bn.insert(1, s2);
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(BlockSaved { y1, a1, y2, ys, bn });
+        Ok(output(y, (g.out.n, co, g.conv1.ho, g.conv1.wo)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wp: &Tensor,
+        pp: &Tensor,
+        res: &Tensor,
+        dres: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "basic_block_train backward";
+        let guard = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(s) = guard.as_ref() else {
+            bail!("{OP}: nothing saved (the forward did not run on the CPU)")
+        };
+        let g = self.geom(OP, x.dims())?;
+        let (co, cin) = (self.cout, g.conv1.cin);
+        let (wl, _) = self.packed_lens(cin);
+        let grads = with_data(OP, x, |x| {
+            with_data(OP, wp, |wp| {
+                with_data(OP, res, |res| {
+                    with_data(OP, dres, |dres| {
+                        let [w1, w2, ws] =
+                            split(wp, [co * cin * 9, co * co * 9, wl - co * (cin + co) * 9]);
+                        // the final ReLU, then the two branches of the sum
+                        let dz = relu_mask(res, dres);
+                        let (dy2, dg2, db2) = train_backward(g.out, &s.y2, &dz, &s.bn[1], false);
+                        let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
+                        drop(dy2);
+                        let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
+                        drop(da1);
+                        let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
+                        drop(dy1);
+                        let mut dw = [dw1, dw2].concat();
+                        let mut dp = [dg1, db1, dg2, db2].concat();
+                        match (&g.pad, &g.proj) {
+                            (Some(d), _) => add_into(&mut dx, &subsample_pad_backward(d, &dz)),
+                            (None, Some(gp)) => {
+                                let (dys, dgs, dbs) =
+                                    train_backward(g.out, &s.ys, &dz, &s.bn[2], false);
+                                let (dxs, dws) = conv_grads(gp, x, &dys, ws);
+                                add_into(&mut dx, &dxs);
+                                dw.extend_from_slice(&dws);
+                                dp.extend_from_slice(&dgs);
+                                dp.extend_from_slice(&dbs);
+                            }
+                            (None, None) => add_into(&mut dx, &dz),
+                        }
+                        (dx, dw, dp)
+                    })
+                })
+            })
+        })????;
+        let (dx, dw, dp) = grads;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, wp.shape(), dev)?),
+            Some(Tensor::from_vec(dp, pp.shape(), dev)?),
+        ))
+    }
+}
