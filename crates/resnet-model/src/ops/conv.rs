@@ -302,12 +302,14 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let n_chunks = g.n.div_ceil(nb);
     // Partials are dW^T [ckk][cout]: the GEMM then has the small dy as its packed operand
     // (m = cout) and reads the large column matrix in place.
-    let mut partial = vec![0f32; n_chunks * wlen];
+    let mut partial = Uninit::new(n_chunks * wlen);
     partial
+        .slots()
         .par_chunks_mut(wlen)
         .zip(x.par_chunks(nb * g.in_img()))
         .zip(dy.par_chunks(nb * g.out_img()))
         .for_each(|((dw, x), dy)| {
+            let dw = zeroed(dw);
             let nb = x.len() / g.in_img();
             if g.is_pointwise() {
                 // col(x_b) is x_b itself: accumulate one GEMM per image, in image order.
@@ -366,13 +368,32 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), false, lhs, rhs);
             });
         });
-    let (first, rest) = partial.split_at_mut(wlen);
-    for part in rest.chunks(wlen) {
-        for (a, &b) in first.iter_mut().zip(part) {
-            *a += b;
+    // SAFETY: every chunk's partial was zero-filled by its task (`zeroed`).
+    let partial = unsafe { partial.assume_init() };
+    transpose(&sum_partials(&partial, wlen), ckk, g.cout)
+}
+
+/// Zero-fills uninitialised slots and returns them as plain floats.
+pub(crate) fn zeroed(s: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    s.fill(std::mem::MaybeUninit::new(0.0));
+    // SAFETY: just written.
+    unsafe { assume_init_mut(s) }
+}
+
+/// `Σ_i partials[i]` over the consecutive `wlen`-element partials, each element summed in
+/// partial order (so the result does not depend on the thread count), in parallel over
+/// blocks of elements.
+pub(crate) fn sum_partials(partials: &[f32], wlen: usize) -> Vec<f32> {
+    const BLOCK: usize = 4096;
+    let mut out = partials[..wlen].to_vec();
+    out.par_chunks_mut(BLOCK).enumerate().for_each(|(i, o)| {
+        for part in partials.chunks_exact(wlen).skip(1) {
+            for (a, &b) in o.iter_mut().zip(&part[i * BLOCK..]) {
+                *a += b;
+            }
         }
-    }
-    transpose(first, ckk, g.cout)
+    });
+    out
 }
 
 /// The transpose of the row-major `rows x cols` matrix `a`.

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{as_slots, transposed};
+use super::conv::{as_slots, sum_partials, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{im2col, ConvGeom};
 use super::storage::{with_scratch, Uninit};
@@ -27,7 +27,7 @@ pub(crate) fn backward(
     let wlen = cin * ckk;
     let n_chunks = g.n.div_ceil(nb);
     let mut dx = Uninit::new(g.n * g.in_img());
-    let mut partial = vec![0f32; n_chunks * wlen];
+    let mut partial = Uninit::new(n_chunks * wlen);
     // W'^T [ckk x cin]
     let wtm = MatRef {
         data: &wt,
@@ -41,9 +41,10 @@ pub(crate) fn backward(
         .zip(dy.par_chunks(nb * g.out_img()))
         .zip(
             x.par_chunks(nb * g.in_img())
-                .zip(partial.par_chunks_mut(wlen)),
+                .zip(partial.slots().par_chunks_mut(wlen)),
         )
         .for_each(|((dxc, dyc), (xc, dwp))| {
+            let dwp = zeroed(dwp);
             let nb = dxc.len() / g.in_img();
             let ld = nb * p;
             let tmp_len = if nb == 1 { 0 } else { 2 * cin * ld };
@@ -97,12 +98,8 @@ pub(crate) fn backward(
                 sgemm(MatMut::new(dwp, cin, ckk, 1, cin), false, xm, colt);
             });
         });
-    let (first, rest) = partial.split_at_mut(wlen);
-    for part in rest.chunks(wlen) {
-        for (a, &b) in first.iter_mut().zip(part) {
-            *a += b;
-        }
-    }
+    // SAFETY: every chunk's partial was zero-filled by its task (`zeroed`).
+    let first = sum_partials(&unsafe { partial.assume_init() }, wlen);
     // first[((co*K + kh')*K + kw')*cin + ci] -> dW[co, ci, K-1-kh', K-1-kw']
     let kk = k * k;
     let mut dw = vec![0f32; g.cout * cin * kk];
