@@ -223,7 +223,7 @@ fn infer(a: &Args) -> Result<()> {
             cpu0 = cpu_seconds();
         }
         let t0 = Instant::now();
-        let logits = model.forward_t(&x, false)?;
+        let logits = model.predict(&x)?;
         let _ = logits.to_dtype(DType::F32)?;
         if i >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());

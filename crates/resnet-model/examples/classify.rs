@@ -256,7 +256,7 @@ fn run() -> Res<()> {
         println!("{}", model.summary());
     }
     let (x, labels) = inputs(&args, &device)?;
-    let logits = model.forward_t(&x, false)?;
+    let logits = model.predict(&x)?;
     let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
     let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let labels = match labels {

@@ -147,6 +147,14 @@ impl ResNetModel {
         self.net.forward_t(x, train)
     }
 
+    /// Inference: eval-mode logits `[N, num_classes]` without recording the autograd graph
+    /// (PyTorch's `model.eval()` under `torch.no_grad()`), so each activation is freed as soon
+    /// as the next layer has read it. The result is detached; use
+    /// [`forward_t`](Self::forward_t) when gradients are needed.
+    pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(crate::ops::no_grad(|| self.net.forward_t(x, false))?.detach())
+    }
+
     /// Trainable parameters `(name, variable)`, sorted by name. The variables share storage
     /// with the model: `Var::set` on them updates it.
     pub fn parameters(&self) -> Vec<(String, Var)> {

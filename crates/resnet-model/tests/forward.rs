@@ -122,3 +122,44 @@ fn gradients_reach_every_parameter_and_no_buffer() {
         );
     }
 }
+
+#[test]
+fn predict_equals_eval_forward_and_records_no_graph() {
+    for shortcut in [
+        Shortcut::IdentityPad,
+        Shortcut::Projection,
+        Shortcut::AllProjection,
+    ] {
+        let cfg = ResNetConfig::with_depth(8).with_shortcut(shortcut);
+        let model = ResNetModel::new(&cfg, &Device::Cpu, 11).unwrap();
+        // move the running statistics away from their initial values first
+        model.forward_t(&batch(4), true).unwrap();
+        let before = buffers(&model);
+        let x = batch(3);
+        let eval = model.forward_t(&x, false).unwrap();
+        let pred = model.predict(&x).unwrap();
+        assert!(
+            eval.track_op(),
+            "an eval forward through Var weights records the graph"
+        );
+        assert!(!pred.track_op(), "predict must not record the graph");
+        let (a, b) = (
+            eval.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            pred.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(
+            a, b,
+            "{shortcut:?}: predict differs from forward_t(x, false)"
+        );
+        assert_eq!(
+            buffers(&model),
+            before,
+            "predict changed the running statistics"
+        );
+        // gradients still flow after a predict call (the no-grad mode ends with it)
+        let loss = model.forward_t(&x, true).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let (_, w) = &model.parameters()[0];
+        assert!(grads.get(w.as_tensor()).is_some());
+    }
+}

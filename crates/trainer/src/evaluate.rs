@@ -69,7 +69,7 @@ pub fn evaluate(
     for (b, batch) in loader.epoch(0, 0).enumerate() {
         let ctx = || format!("evaluating batch {b}");
         let (x, y) = batch.to_tensors(&device).ctx(ctx)?;
-        let logits = model.forward_t(&x, false).ctx(ctx)?;
+        let logits = model.predict(&x).ctx(ctx)?;
         let loss = cross_entropy(&logits, &y, 0.0)
             .and_then(|l| l.to_scalar::<f32>())
             .ctx(ctx)?;

@@ -87,7 +87,7 @@ pub fn predict_files(
         }
         let ctx = || "classifying images";
         let x = Tensor::from_vec(x, (chunk.len(), 3, IMAGE_SIDE, IMAGE_SIDE), &device).ctx(ctx)?;
-        let logits = loaded.model.forward_t(&x, false).ctx(ctx)?;
+        let logits = loaded.model.predict(&x).ctx(ctx)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)
             .and_then(|p| p.to_device(&candle_core::Device::Cpu))
             .and_then(|p| p.to_vec2::<f32>())

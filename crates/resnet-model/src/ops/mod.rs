@@ -55,7 +55,7 @@ pub use reference::{
     add_relu_slow, basic_block_train_slow, batch_norm_eval_slow, batch_norm_train_slow,
     conv2d_slow, subsample_pad_slow,
 };
-use storage::fast_path;
+use storage::{arg, fast_path};
 
 /// Output of a training-mode BatchNorm: the normalized (and optionally ReLU'd) activations,
 /// plus the per-channel batch statistics needed to update the running statistics.
@@ -91,9 +91,32 @@ pub fn with_reference_ops<R>(f: impl FnOnce() -> R) -> R {
     storage::with_reference(f)
 }
 
+/// Runs `f` without recording the autograd graph through this module's ops on the current
+/// thread, like PyTorch's `torch.no_grad()`: their inputs are detached, so their outputs
+/// track nothing and every intermediate activation is freed as soon as the next op has read
+/// it. Use it for inference; with parameters that are `Var`s, an eval-mode forward otherwise
+/// keeps every activation alive until the output is dropped. Nests; restores the previous
+/// mode on exit.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor, Var};
+/// use resnet_model::ops;
+/// # fn main() -> candle_core::Result<()> {
+/// let x = Tensor::ones((1, 2, 4, 4), DType::F32, &Device::Cpu)?;
+/// let w = Var::ones((2, 2, 3, 3), DType::F32, &Device::Cpu)?;
+/// assert!(ops::conv2d(&x, &w, 1, 1)?.track_op());
+/// assert!(!ops::no_grad(|| ops::conv2d(&x, &w, 1, 1))?.track_op());
+/// # Ok(())
+/// # }
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    storage::with_no_grad(f)
+}
+
 /// 2-D convolution without bias, square kernel, `padding` on every side, dilation 1, groups 1.
 /// `x`: `[N, Cin, H, W]`, `w`: `[Cout, Cin, K, K]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (x, w) = (&arg(x), &arg(w));
     if !fast_path(&[x, w]) {
         return conv2d_slow(x, w, stride, padding);
     }
@@ -115,6 +138,7 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<BatchNormOutput> {
+    let (x, weight, bias) = (&arg(x), &arg(weight), &arg(bias));
     if !fast_path(&[x, weight, bias]) {
         return batch_norm_train_slow(x, weight, bias, eps, relu);
     }
@@ -149,6 +173,8 @@ pub fn batch_norm_eval(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
+    let (x, weight, bias) = (&arg(x), &arg(weight), &arg(bias));
+    let (running_mean, running_var) = (&arg(running_mean), &arg(running_var));
     if !fast_path(&[x, weight, bias, running_mean, running_var]) {
         return batch_norm_eval_slow(x, weight, bias, running_mean, running_var, eps, relu);
     }
@@ -162,6 +188,7 @@ pub fn batch_norm_eval(
 
 /// `relu(a + b)`, the end of a residual block.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (a, b) = (&arg(a), &arg(b));
     if !fast_path(&[a, b]) {
         return add_relu_slow(a, b);
     }
@@ -172,6 +199,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Option-A shortcut: `x[:, :, ::2, ::2]` zero-padded on the channel dimension with
 /// `(out_channels - C) / 2` channels on each side (`out_channels - C` must be even).
 pub fn subsample_pad(x: &Tensor, out_channels: usize) -> Result<Tensor> {
+    let x = &arg(x);
     if !fast_path(&[x]) {
         return subsample_pad_slow(x, out_channels);
     }
@@ -229,6 +257,57 @@ pub struct BasicBlockParams<'a> {
     pub eps: f64,
 }
 
+impl<'a> BasicBlockParams<'a> {
+    /// conv1, bn1 weight/bias, conv2, bn2 weight/bias, then the projection's conv and
+    /// BatchNorm weight/bias (repeating conv1's tensors when there is no projection).
+    fn tensors(&self) -> [Tensor; 9] {
+        let (c, w, b) = match self.shortcut {
+            BlockShortcut::Projection {
+                conv,
+                bn_weight,
+                bn_bias,
+            } => (conv, bn_weight, bn_bias),
+            _ => (self.conv1, self.bn1_weight, self.bn1_bias),
+        };
+        [
+            self.conv1,
+            self.bn1_weight,
+            self.bn1_bias,
+            self.conv2,
+            self.bn2_weight,
+            self.bn2_bias,
+            c,
+            w,
+            b,
+        ]
+        .map(Tensor::clone)
+    }
+
+    /// The same block over other tensors, in the order of [`Self::tensors`].
+    fn with_tensors<'b>(&self, t: &'b [Tensor; 9]) -> BasicBlockParams<'b> {
+        let shortcut = match self.shortcut {
+            BlockShortcut::Identity => BlockShortcut::Identity,
+            BlockShortcut::SubsamplePad => BlockShortcut::SubsamplePad,
+            BlockShortcut::Projection { .. } => BlockShortcut::Projection {
+                conv: &t[6],
+                bn_weight: &t[7],
+                bn_bias: &t[8],
+            },
+        };
+        BasicBlockParams {
+            conv1: &t[0],
+            bn1_weight: &t[1],
+            bn1_bias: &t[2],
+            conv2: &t[3],
+            bn2_weight: &t[4],
+            bn2_bias: &t[5],
+            shortcut,
+            stride: self.stride,
+            eps: self.eps,
+        }
+    }
+}
+
 /// Output of [`basic_block_train`]: the block's output and every BatchNorm's batch statistics
 /// (for the running-statistics update).
 #[derive(Debug, Clone)]
@@ -263,6 +342,10 @@ fn expect_dims(what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
 /// gradient bookkeeping from a training step. Off the fast path it is
 /// [`basic_block_train_slow`].
 pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
+    // inside `no_grad`: the same call on detached copies
+    let (x, own) = (&arg(x), p.tensors().map(|t| arg(&t)));
+    let detached = p.with_tensors(&own);
+    let p = &detached;
     let mut ts = vec![
         x,
         p.conv1,

@@ -9,6 +9,29 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Storage, Tenso
 
 thread_local! {
     static REFERENCE_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static NO_GRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with gradient recording off for this module's ops on the current thread (see
+/// [`super::no_grad`]).
+pub(crate) fn with_no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_GRAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(NO_GRAD.with(|c| c.replace(true)));
+    f()
+}
+
+/// `t` itself, or detached from the autograd graph inside [`with_no_grad`].
+pub(crate) fn arg(t: &Tensor) -> Tensor {
+    if NO_GRAD.with(|c| c.get()) {
+        t.detach()
+    } else {
+        t.clone()
+    }
 }
 
 /// Runs `f` with every op of this module replaced by its `_slow` reference twin on the
