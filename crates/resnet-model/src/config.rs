@@ -88,7 +88,7 @@ impl ResNetConfig {
     /// positive, and that `base_width` is even with option A (whose shortcut pads half the
     /// new channels on each side).
     pub fn validate(&self) -> candle_core::Result<()> {
-        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
             candle_core::bail!(
                 "invalid ResNet config: `depth` must be 6n + 2 with n >= 1 \
                  (8, 14, 20, 32, 44, 56, 110, ...), got {}",
@@ -101,7 +101,7 @@ impl ResNetConfig {
         if self.base_width == 0 {
             candle_core::bail!("invalid ResNet config: `base_width` must be at least 1, got 0");
         }
-        if self.shortcut == Shortcut::IdentityPad && self.base_width % 2 != 0 {
+        if self.shortcut == Shortcut::IdentityPad && !self.base_width.is_multiple_of(2) {
             candle_core::bail!(
                 "invalid ResNet config: `base_width` must be even with shortcut option A \
                  (identity_pad), got {}",

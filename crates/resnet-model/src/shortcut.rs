@@ -87,7 +87,10 @@ impl ShortcutLayer {
             let bn = batch_norm(out_channels, BatchNormConfig::default(), vb.pp(1))?;
             Ok(Self::Projection { conv, bn })
         } else if reshapes {
-            if stride != 2 || out_channels < in_channels || (out_channels - in_channels) % 2 != 0 {
+            if stride != 2
+                || out_channels < in_channels
+                || !(out_channels - in_channels).is_multiple_of(2)
+            {
                 candle_core::bail!(
                     "option-A shortcut needs stride 2 and an even channel increase, \
                      got {in_channels} -> {out_channels} channels with stride {stride}"

@@ -111,7 +111,7 @@ impl<'a> Trainer<'a> {
                 let it = self.state.iteration;
                 let done = it == max;
                 let mut ckpt_here = None;
-                if it % bpe == 0 || done {
+                if it.is_multiple_of(bpe) || done {
                     ckpt_here = self.end_of_epoch(lr, done)?;
                 }
                 if done {
@@ -183,7 +183,7 @@ impl<'a> Trainer<'a> {
             accuracy: correct as f64 / n.max(1) as f64,
             images_per_sec: self.state.window_stats.images_per_sec(),
         });
-        if it % self.cfg.training.log_every == 0 {
+        if it.is_multiple_of(self.cfg.training.log_every) {
             self.log_window(lr)?;
         }
         Ok(())
@@ -290,8 +290,8 @@ impl<'a> Trainer<'a> {
         }
         let epochs_done = it / self.bpe();
         let periodic = done
-            || (it % self.bpe() == 0
-                && epochs_done % self.cfg.training.checkpoint_every_epochs == 0);
+            || (it.is_multiple_of(self.bpe())
+                && epochs_done.is_multiple_of(self.cfg.training.checkpoint_every_epochs));
         if periodic || is_best {
             self.observer.phase("writing checkpoint");
             let p = self.save_checkpoint(periodic, is_best)?;

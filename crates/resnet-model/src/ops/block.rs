@@ -118,7 +118,7 @@ impl BlockTrain {
 }
 
 /// Splits `v` into consecutive pieces of the given lengths.
-fn split<'a, const K: usize>(mut v: &'a [f32], lens: [usize; K]) -> [&'a [f32]; K] {
+fn split<const K: usize>(mut v: &[f32], lens: [usize; K]) -> [&[f32]; K] {
     lens.map(|l| {
         let (a, b) = v.split_at(l);
         v = b;

@@ -113,7 +113,7 @@ impl SubsamplePad {
             bail!("subsample_pad: expected an [N, C, H, W] tensor, got shape {d:?}")
         };
         let co = self.out_channels;
-        if co < c || (co - c) % 2 != 0 {
+        if co < c || !(co - c).is_multiple_of(2) {
             bail!("subsample_pad: cannot pad {c} channels to {co} symmetrically")
         }
         Ok(Dims {

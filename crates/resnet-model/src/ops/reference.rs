@@ -72,7 +72,7 @@ pub fn add_relu_slow(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Reference implementation of [`subsample_pad`] with plain candle ops.
 pub fn subsample_pad_slow(x: &Tensor, out_channels: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    if out_channels < c || (out_channels - c) % 2 != 0 {
+    if out_channels < c || !(out_channels - c).is_multiple_of(2) {
         candle_core::bail!(
             "subsample_pad: cannot pad {c} channels to {out_channels} symmetrically"
         );

@@ -62,7 +62,7 @@ impl RunConfig {
 
     fn validate_model(&self, src: &Source<'_>) -> Result<()> {
         let m = &self.model;
-        if m.depth < 8 || (m.depth - 2) % 6 != 0 {
+        if m.depth < 8 || !(m.depth - 2).is_multiple_of(6) {
             return Err(src.invalid(
                 "model.depth",
                 format!(
@@ -81,7 +81,9 @@ impl RunConfig {
                 ),
             ));
         }
-        if m.base_width == 0 || (m.shortcut == Shortcut::IdentityPad && m.base_width % 2 != 0) {
+        if m.base_width == 0
+            || (m.shortcut == Shortcut::IdentityPad && !m.base_width.is_multiple_of(2))
+        {
             return Err(src.invalid(
                 "model.base_width",
                 format!(
