@@ -165,6 +165,15 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
                                 for (d, &v) in d.iter_mut().zip(&srow[first..]) {
                                     *d = MaybeUninit::new(v);
                                 }
+                            } else if s == 2 {
+                                // pairs instead of `step_by(2)`, which does not vectorise
+                                let n = d.len();
+                                let src = &srow[first..];
+                                let (head, last) = d.split_at_mut(n - 1);
+                                for (d, pair) in head.iter_mut().zip(src.chunks_exact(2)) {
+                                    *d = MaybeUninit::new(pair[0]);
+                                }
+                                last[0] = MaybeUninit::new(src[2 * (n - 1)]);
                             } else {
                                 for (d, &v) in d.iter_mut().zip(srow[first..].iter().step_by(s)) {
                                     *d = MaybeUninit::new(v);
@@ -209,6 +218,14 @@ pub(crate) fn col2im(g: &ConvGeom, col: &[f32], nb: usize, dx: &mut [f32]) {
                             for (d, &v) in drow[first..].iter_mut().zip(srow) {
                                 *d += v;
                             }
+                        } else if s == 2 {
+                            // pairs instead of `step_by(2)`, which does not vectorise
+                            let n = srow.len();
+                            let dst = &mut drow[first..];
+                            for (pair, &v) in dst.chunks_exact_mut(2).zip(&srow[..n - 1]) {
+                                pair[0] += v;
+                            }
+                            dst[2 * (n - 1)] += srow[n - 1];
                         } else {
                             for (d, &v) in drow[first..].iter_mut().step_by(s).zip(srow) {
                                 *d += v;
