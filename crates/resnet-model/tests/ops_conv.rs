@@ -29,6 +29,12 @@ const CASES: &[Case] = &[
     (2, 3, 2, 1, 4, 3, 1, 1),
     // the network's stage-1 shape: one image per chunk
     (3, 16, 32, 32, 16, 3, 1, 1),
+    // "same" convolutions on planes of >= 256 pixels (the kw-shifted copies of
+    // ops/conv_same.rs): forward and backward, a 5x5 kernel forward, both with odd widths
+    (2, 32, 16, 16, 32, 3, 1, 1),
+    (1, 32, 17, 19, 16, 3, 1, 1),
+    (2, 8, 16, 17, 6, 5, 1, 2),
+    (2, 32, 16, 18, 8, 5, 1, 2),
 ];
 
 fn run(case: Case, seed: u64, fast: bool) -> (Tensor, Tensor, Tensor) {

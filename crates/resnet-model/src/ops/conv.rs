@@ -8,10 +8,10 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv_backward;
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
 use super::storage::{assume_init_mut, output, slice, with_data, with_scratch, Uninit};
+use super::{conv_backward, conv_same};
 
 /// Forward convolution, differentiable in both the input and the weight.
 pub(crate) struct Conv2d {
@@ -76,6 +76,9 @@ impl CustomOp2 for Conv2d {
 
 /// `y[b] = W · col(x[b])` for every image, chunk by chunk.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if conv_same::applies(g) {
+        return conv_same::forward(g, x, w);
+    }
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let mut out = Uninit::new(g.n * g.out_img());
     let wt = MatRef {

@@ -40,6 +40,7 @@ mod block;
 mod channel;
 mod conv;
 mod conv_backward;
+mod conv_same;
 mod elementwise;
 mod gemm;
 mod im2col;
