@@ -10,6 +10,10 @@ use crate::shortcut::{Shortcut, ShortcutLayer};
 
 /// A basic block (He et al. 2016, figure 2 left) with PyTorch names `conv1`, `bn1`, `conv2`,
 /// `bn2` and, for projection shortcuts, `shortcut.0` / `shortcut.1`.
+///
+/// In training mode the whole block runs as one op, [`ops::basic_block_train`] (same results
+/// as the layers one by one, with far less autograd bookkeeping), and then updates the
+/// BatchNorms' running statistics; in eval mode the layers run one by one.
 #[derive(Debug, Clone)]
 pub struct BasicBlock {
     conv1: Conv2d,

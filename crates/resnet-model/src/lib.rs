@@ -22,6 +22,7 @@
 //!   [`buffers`](ResNetModel::buffers), strict `state_dict` loading ([`StateDictError`]),
 //!   safetensors [`save`](ResNetModel::save)/[`load`](ResNetModel::load), and a
 //!   Keras-style [`summary`](ResNetModel::summary).
+//! - [`ResNetModel::predict`]: inference without the autograd graph (PyTorch's `no_grad`).
 //! - [`default_device`]: CUDA with the `cuda` feature when a GPU is there, else the CPU.
 //!
 //! # Numerics

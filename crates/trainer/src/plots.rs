@@ -150,6 +150,7 @@ pub fn line_chart(
         let root = BitMapBackend::new(&tmp, CHART_SIZE).into_drawing_area();
         let labels = Labels {
             log_y,
+            legend: Corner::UpperRight,
             title,
             x_label,
             y_label,
@@ -160,6 +161,8 @@ pub fn line_chart(
                 Some((a, _)) => (a / 2.0, a * 2.0),
                 None => (0.01, 1.0),
             };
+            let legend = legend_corner(&segs, (x0, x1), (lo.log10(), hi.log10()), f64::log10);
+            let labels = Labels { legend, ..labels };
             draw(&root, &labels, x0..x1, (lo..hi).log_scale(), series, &segs)
         } else {
             let (lo, hi) = match y {
@@ -167,6 +170,8 @@ pub fn line_chart(
                 Some((a, _)) => (a - 0.5f64.max(a.abs() * 0.1), a + 0.5f64.max(a.abs() * 0.1)),
                 None => (0.0, 1.0),
             };
+            let legend = legend_corner(&segs, (x0, x1), (lo, hi), |v| v);
+            let labels = Labels { legend, ..labels };
             draw(&root, &labels, x0..x1, lo..hi, series, &segs)
         };
         res.and_then(|()| root.present().map_err(|e| e.to_string()))
@@ -211,8 +216,65 @@ fn tick(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// A corner of the plot area, for the legend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Corner {
+    UpperRight,
+    UpperLeft,
+    LowerRight,
+    LowerLeft,
+}
+
+impl Corner {
+    fn position(self) -> SeriesLabelPosition {
+        match self {
+            Corner::UpperRight => SeriesLabelPosition::UpperRight,
+            Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Corner::LowerRight => SeriesLabelPosition::LowerRight,
+            Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
+        }
+    }
+}
+
+/// The corner of the plot area whose legend box covers the fewest data points (upper right,
+/// upper left, lower right, lower left on ties), so the legend does not hide the curves:
+/// rising accuracy curves get it at the upper left, falling losses at the upper right.
+/// `y` is the drawn range after `ty` (the axis transform).
+fn legend_corner(
+    segs: &[Vec<Vec<(f64, f64)>>],
+    x: (f64, f64),
+    y: (f64, f64),
+    ty: impl Fn(f64) -> f64,
+) -> Corner {
+    // legend size as a fraction of the plot area: ~250 px wide, one ~24 px row per series
+    let w = 0.3;
+    let h = (0.06 * segs.len() as f64 + 0.04).min(0.6);
+    let corners = [
+        (Corner::UpperRight, 1.0 - w, 1.0 - h),
+        (Corner::UpperLeft, 0.0, 1.0 - h),
+        (Corner::LowerRight, 1.0 - w, 0.0),
+        (Corner::LowerLeft, 0.0, 0.0),
+    ];
+    let (xs, ys) = (
+        (x.1 - x.0).max(f64::MIN_POSITIVE),
+        (y.1 - y.0).max(f64::MIN_POSITIVE),
+    );
+    let mut counts = [0usize; 4];
+    for &(px, py) in segs.iter().flatten().flatten() {
+        let (u, v) = ((px - x.0) / xs, (ty(py) - y.0) / ys);
+        for (count, &(_, u0, v0)) in counts.iter_mut().zip(&corners) {
+            if (u0..=u0 + w).contains(&u) && (v0..=v0 + h).contains(&v) {
+                *count += 1;
+            }
+        }
+    }
+    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(0);
+    corners[best].0
+}
+
 struct Labels<'a> {
     log_y: bool,
+    legend: Corner,
     title: &'a str,
     x_label: &'a str,
     y_label: &'a str,
@@ -271,7 +333,7 @@ where
     if segs.iter().any(|p| !p.is_empty()) {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(labels.legend.position())
             .label_font((FONT, 16))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
@@ -284,6 +346,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legend_goes_where_the_curves_are_not() {
+        let line = |f: fn(f64) -> f64| -> Vec<Vec<Vec<(f64, f64)>>> {
+            vec![vec![(0..=100)
+                .map(|i| (i as f64, f(i as f64 / 100.0)))
+                .collect()]]
+        };
+        let corner =
+            |segs: &[Vec<Vec<(f64, f64)>>]| legend_corner(segs, (0.0, 100.0), (0.0, 1.0), |v| v);
+        // a falling loss leaves the upper right free, a rising accuracy the upper left
+        assert_eq!(corner(&line(|t| 1.0 - t)), Corner::UpperRight);
+        assert_eq!(corner(&line(|t| t)), Corner::UpperLeft);
+        // a curve along the top edge pushes it down
+        assert_eq!(corner(&line(|_| 0.99)), Corner::LowerRight);
+    }
 
     #[test]
     fn log_axis_lower_bound() {

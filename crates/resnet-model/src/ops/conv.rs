@@ -1,9 +1,10 @@
 //! Fast CPU conv2d (forward, input gradient, weight gradient) as candle custom ops.
 //!
 //! All three use im2col / col2im on chunks of images plus a single-threaded GEMM per chunk;
-//! rayon parallelises across chunks. The weight gradient sums one partial product per chunk
-//! in chunk order, and chunks depend only on the shapes, so every result is bit-identical
-//! whatever the number of threads.
+//! rayon parallelises across chunks. Stride-1 "same" convolutions on large planes take the
+//! cheaper copies of [`super::conv_same`] instead. The weight gradient sums one partial
+//! product per chunk in chunk order, and chunks depend only on the shapes, so every result is
+//! bit-identical whatever the number of threads.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

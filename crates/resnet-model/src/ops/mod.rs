@@ -8,13 +8,23 @@
 //!
 //! CPU design:
 //! - conv2d: im2col / col2im on chunks of images plus one single-threaded GEMM (`gemm`
-//!   crate) per image, rayon across chunks; the backward runs two further custom ops
-//!   (input gradient, weight gradient). Chunk sizes depend only on the shapes and the weight
-//!   gradient sums per-chunk partials in chunk order, so results are bit-identical for any
-//!   number of threads.
+//!   crate) per chunk, rayon across chunks; stride-1 "same" convolutions on planes of at
+//!   least 256 pixels read `K` horizontally shifted copies of each image instead of the
+//!   `K * K` of im2col (`conv_same.rs`). The backward of a stride-1 convolution computes the
+//!   input gradient as a convolution of `dy` and shares that convolution's copies of `dy`
+//!   with the weight gradient. Chunk sizes depend only on the shapes and weight-gradient
+//!   partials are summed in chunk order, so results are bit-identical for any number of
+//!   threads.
 //! - BatchNorm: two passes forward (statistics, normalise + ReLU) and two backward
 //!   (reductions, input gradient), per-channel sums in a fixed order.
 //! - `add_relu` and `subsample_pad`: single-pass kernels.
+//! - [`basic_block_train`]: a whole residual block in training mode as one autograd node
+//!   (the same kernels in the same order as the composed ops, so the same bits). candle's
+//!   backward allocates a zero tensor and adds into it for every op argument, on the calling
+//!   thread while the workers wait; with one activation-sized argument per block instead of
+//!   six, most of that serial work disappears.
+//! - [`no_grad`]: inference without recording the graph, so activations are freed as soon as
+//!   they have been read.
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
