@@ -16,6 +16,20 @@ struct Params {
     b2: Var,
 }
 
+impl Params {
+    /// Random block parameters from `cin` to `cout` channels.
+    fn random(r: &mut rand_chacha::ChaCha8Rng, cin: usize, cout: usize) -> Self {
+        Params {
+            w1: randn_var(r, &[cout, cin, 3, 3], 0.0, 0.2),
+            g1: randn_var(r, &[cout], 1.0, 0.2),
+            b1: randn_var(r, &[cout], 0.0, 0.2),
+            w2: randn_var(r, &[cout, cout, 3, 3], 0.0, 0.2),
+            g2: randn_var(r, &[cout], 1.0, 0.2),
+            b2: randn_var(r, &[cout], 0.0, 0.2),
+        }
+    }
+}
+
 type ConvFn = fn(&Tensor, &Tensor, usize, usize) -> Result<Tensor>;
 type BnFn = fn(&Tensor, &Tensor, &Tensor, f64, bool) -> Result<ops::BatchNormOutput>;
 type AddFn = fn(&Tensor, &Tensor) -> Result<Tensor>;
@@ -56,14 +70,7 @@ fn residual_block_matches_reference() {
     {
         let mut r = rng(200 + i as u64);
         let x = randn_var(&mut r, &[n, cin, hw, hw], 0.0, 1.0);
-        let p = Params {
-            w1: randn_var(&mut r, &[cout, cin, 3, 3], 0.0, 0.2),
-            g1: randn_var(&mut r, &[cout], 1.0, 0.2),
-            b1: randn_var(&mut r, &[cout], 0.0, 0.2),
-            w2: randn_var(&mut r, &[cout, cout, 3, 3], 0.0, 0.2),
-            g2: randn_var(&mut r, &[cout], 1.0, 0.2),
-            b2: randn_var(&mut r, &[cout], 0.0, 0.2),
-        };
+        let p = Params::random(&mut r, cin, cout);
         let vars = [&x, &p.w1, &p.g1, &p.b1, &p.w2, &p.g2, &p.b2];
         let names = ["x", "w1", "g1", "b1", "w2", "g2", "b2"];
         let yf = block(&x, &p, stride, true).unwrap();
@@ -200,14 +207,7 @@ fn fused_block_equals_composed_ops_and_matches_reference() {
     {
         let mut r = rng(300 + i as u64);
         let x = randn_var(&mut r, &[n, cin, hw, hw], 0.0, 1.0);
-        let p = Params {
-            w1: randn_var(&mut r, &[cout, cin, 3, 3], 0.0, 0.2),
-            g1: randn_var(&mut r, &[cout], 1.0, 0.2),
-            b1: randn_var(&mut r, &[cout], 0.0, 0.2),
-            w2: randn_var(&mut r, &[cout, cout, 3, 3], 0.0, 0.2),
-            g2: randn_var(&mut r, &[cout], 1.0, 0.2),
-            b2: randn_var(&mut r, &[cout], 0.0, 0.2),
-        };
+        let p = Params::random(&mut r, cin, cout);
         let proj = (sc == 2).then(|| {
             (
                 randn_var(&mut r, &[cout, cin, 1, 1], 0.0, 0.3),

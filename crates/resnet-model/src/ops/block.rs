@@ -178,8 +178,7 @@ impl CustomOp3 for BlockTrain {
         let y1 = conv_forward(&g.conv1, x, w1);
         let (a1, s1) = train_forward(g.out, &y1, bnp(0), bnp(1), self.eps, true);
         let y2 = conv_forward(&g.conv2, &a1, w2);
-        let s2 = train_stats(g.out, &y2, bnp(2), bnp(3), self.eps);
-        let mut bn = vec![s1];
+        let mut bn = vec![s1, train_stats(g.out, &y2, bnp(2), bnp(3), self.eps)];
         let (ys, shortcut) = match (&g.pad, &g.proj) {
             (Some(d), _) => (Vec::new(), Some(subsample_pad(d, x))),
             (None, Some(gp)) => {
@@ -193,11 +192,10 @@ impl CustomOp3 for BlockTrain {
         let y = affine_add_relu(
             g.out,
             &y2,
-            &s2.scale,
-            &s2.shift,
+            &bn[1].scale,
+            &bn[1].shift,
             shortcut.as_deref().unwrap_or(x),
         );
-        bn.insert(1, s2);
         *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(BlockSaved { y1, a1, y2, ys, bn });
         Ok(output(y, (g.out.n, co, g.conv1.ho, g.conv1.wo)))
