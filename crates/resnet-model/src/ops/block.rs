@@ -107,13 +107,21 @@ impl BlockTrain {
         })
     }
 
-    /// Lengths of the packed weight and BatchNorm-parameter vectors.
-    fn packed_lens(&self, cin: usize) -> (usize, usize) {
+    /// Lengths of the pieces of the packed weights: conv1, conv2, the shortcut's conv (0
+    /// without a projection).
+    fn weight_lens(&self, cin: usize) -> [usize; 3] {
         let co = self.cout;
-        let proj = self.kind == Kind::Projection;
-        let w = co * cin * 9 + co * co * 9 + if proj { co * cin } else { 0 };
-        let p = co * if proj { 6 } else { 4 };
-        (w, p)
+        let proj = if self.kind == Kind::Projection {
+            co * cin
+        } else {
+            0
+        };
+        [co * cin * 9, co * co * 9, proj]
+    }
+
+    /// Length of the packed BatchNorm parameters (γ and β of every BatchNorm).
+    fn bn_len(&self) -> usize {
+        self.cout * if self.kind == Kind::Projection { 6 } else { 4 }
     }
 }
 
@@ -168,11 +176,11 @@ impl CustomOp3 for BlockTrain {
         const OP: &str = "basic_block_train";
         let g = self.geom(OP, l1.dims())?;
         let (x, wp, pp) = (slice(OP, s1, l1)?, slice(OP, s2, l2)?, slice(OP, s3, l3)?);
-        let (wl, pl) = self.packed_lens(g.conv1.cin);
-        check_len(OP, "conv weights", wp.len(), wl)?;
-        check_len(OP, "BatchNorm parameters", pp.len(), pl)?;
-        let (co, cin) = (self.cout, g.conv1.cin);
-        let [w1, w2, ws] = split(wp, [co * cin * 9, co * co * 9, wl - co * (cin + co) * 9]);
+        let lens = self.weight_lens(g.conv1.cin);
+        check_len(OP, "conv weights", wp.len(), lens.iter().sum())?;
+        check_len(OP, "BatchNorm parameters", pp.len(), self.bn_len())?;
+        let co = self.cout;
+        let [w1, w2, ws] = split(wp, lens);
         let bnp = |i: usize| &pp[i * co..(i + 1) * co];
 
         let y1 = conv_forward(&g.conv1, x, w1);
@@ -215,14 +223,12 @@ impl CustomOp3 for BlockTrain {
             bail!("{OP}: nothing saved (the forward did not run on the CPU)")
         };
         let g = self.geom(OP, x.dims())?;
-        let (co, cin) = (self.cout, g.conv1.cin);
-        let (wl, _) = self.packed_lens(cin);
+        let lens = self.weight_lens(g.conv1.cin);
         let grads = with_data(OP, x, |x| {
             with_data(OP, wp, |wp| {
                 with_data(OP, res, |res| {
                     with_data(OP, dres, |dres| {
-                        let [w1, w2, ws] =
-                            split(wp, [co * cin * 9, co * co * 9, wl - co * (cin + co) * 9]);
+                        let [w1, w2, ws] = split(wp, lens);
                         // the final ReLU, then the two branches of the sum
                         let dz = relu_mask(res, dres);
                         let (dy2, dg2, db2) = train_backward(g.out, &s.y2, &dz, &s.bn[1], false);

@@ -21,7 +21,7 @@ pub(crate) fn backward(
     w: &[f32],
 ) -> Option<(Vec<f32>, Vec<f32>)> {
     if super::conv_same::applies_backward(g) {
-        return Some(super::conv_same::backward(g, x, dy, w));
+        return super::conv_same::backward(g, x, dy, w);
     }
     let (gt, wt) = transposed(g, w)?;
     // gt reads dy ([n, cout, ho, wo]) and writes dx ([n, cin, h, w]); its pixels are x's.

@@ -162,9 +162,14 @@ fn gemm_rows(g: &ConvGeom, z: &[f32], wr: &[f32], y: &mut [MaybeUninit<f32>]) {
 
 /// `(dx, dW)` of the convolution `g` (which must satisfy [`applies`]): `dx` as the
 /// convolution of `dy` with the transposed weight, and `dW` from the same `z` of `dy`.
-/// Chosen by [`applies_backward`].
-pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let (gt, wt) = transposed(g, w).expect("a same convolution has a transposed form");
+/// Chosen by [`applies_backward`]; `None` when `g` has no transposed form.
+pub(crate) fn backward(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    w: &[f32],
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    let (gt, wt) = transposed(g, w)?;
     // gt reads dy ([n, cout, h, w]) and writes dx ([n, cin, h, w]); its pixels are x's.
     let wr = weight_by_row(&gt, &wt);
     let (k, p, cin, cout) = (g.k, g.p(), g.cin, g.cout);
@@ -219,7 +224,7 @@ pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f
         }
     }
     // SAFETY: every image of dx was written by its first GEMM.
-    (unsafe { dx.assume_init() }, dw)
+    Some((unsafe { dx.assume_init() }, dw))
 }
 
 #[cfg(test)]
