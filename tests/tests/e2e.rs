@@ -514,3 +514,171 @@ fn summary_and_missing_data_without_network() {
         e.stderr
     );
 }
+
+/// Every tensor of a safetensors file, by name, as raw bits (the metadata's key order is not
+/// deterministic, so files are compared by their tensors).
+fn tensor_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<u32>)> = map
+        .into_iter()
+        .map(|(k, t)| {
+            let bits = t
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect();
+            (k, bits)
+        })
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "{} holds no tensors", path.display());
+    v
+}
+
+/// A run carried over three stretches in a fixed directory (`--run-dir`, a time limit, an
+/// iteration limit, the end), recorded in stretches.jsonl, ends with the same weights as an
+/// uninterrupted run; its bare weights evaluate to the report's counts; `export` and `report`
+/// work on it.
+#[test]
+fn stretches_in_a_fixed_run_dir_then_export_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = shared_data();
+    let run_dir = tmp.path().join("results/smoke-stretched");
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if v[0] == "train" {
+            v.push("--no-progress".into());
+        }
+        v.extend(["--data-dir".into(), s(data).into()]);
+        v
+    };
+    let call = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&refs)
+    };
+
+    // Stretch 1: stops after the first step past 0 s.
+    let out = call(base(&[
+        "train",
+        "configs/smoke.yaml",
+        "--run-dir",
+        s(&run_dir),
+        "--stop-after-time",
+        "0s",
+        "--note",
+        "first stretch",
+    ]))
+    .expect_code(0);
+    assert!(
+        out.stderr
+            .contains("stopped as asked (--stop-after-time) at iteration 1"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(PathBuf::from(out.last_line()), run_dir);
+    // A new run never writes into an existing run's directory.
+    let out = call(base(&[
+        "train",
+        "configs/smoke.yaml",
+        "--run-dir",
+        s(&run_dir),
+    ]))
+    .expect_code(1);
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+    // Stretches 2 and 3.
+    call(base(&[
+        "train",
+        "--resume",
+        s(&run_dir),
+        "--stop-after-iterations",
+        "20",
+    ]))
+    .expect_code(0);
+    call(base(&["train", "--resume", s(&run_dir)])).expect_code(0);
+
+    let stretches = trainer::stretch::read(&run_dir).unwrap();
+    let spans: Vec<(u64, u64, &str)> = stretches
+        .iter()
+        .map(|t| (t.start_iteration, t.end_iteration, t.ended.as_str()))
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            (0, 1, "time limit"),
+            (1, 20, "iteration limit"),
+            (20, 40, "finished")
+        ]
+    );
+    assert_eq!(stretches[0].note.as_deref(), Some("first stretch"));
+    for t in &stretches {
+        let build = t.build.as_deref().unwrap_or("");
+        assert!(build.starts_with("git ") || build == "unknown", "{build}");
+        assert!(!t.cpu.is_empty() && t.images_per_sec > 0.0, "{t:?}");
+    }
+    let md = std::fs::read_to_string(run_dir.join("stretches.md")).unwrap();
+    assert!(md.contains("| 3 | 20–40 | finished |"), "{md}");
+
+    // The same run without interruption ends with the same bits.
+    let straight = tmp.path().join("results/smoke-straight");
+    call(base(&[
+        "train",
+        "configs/smoke.yaml",
+        "--run-dir",
+        s(&straight),
+    ]))
+    .expect_code(0);
+    for f in ["final.safetensors", "best.safetensors"] {
+        assert!(
+            tensor_bits(&run_dir.join(f)) == tensor_bits(&straight.join(f)),
+            "{f} differs between the stretched and the uninterrupted run"
+        );
+    }
+
+    // The bare final weights score the report's count through eval.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
+            .unwrap();
+    let config = run_dir.join("config.yaml");
+    let out = call(base(&[
+        "eval",
+        s(&run_dir.join("final.safetensors")),
+        "--config",
+        s(&config),
+        "--json",
+    ]))
+    .expect_code(0);
+    let got: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(got["correct"], report["final_model"]["test"]["correct"]);
+
+    // export: the checkpoint's weights alone, the same bytes the run wrote at its end.
+    let exported = tmp.path().join("exported.safetensors");
+    cli(&[
+        "export",
+        s(&run_dir.join("checkpoints/latest.safetensors")),
+        s(&exported),
+    ])
+    .expect_code(0);
+    assert!(tensor_bits(&exported) == tensor_bits(&run_dir.join("final.safetensors")));
+    let out = cli(&["export", s(&exported), s(&exported)]).expect_code(1);
+    assert!(out.stderr.contains("overwrite the input"), "{}", out.stderr);
+
+    // report: one table, mean ± std over the runs.
+    let out = cli(&["report", s(&run_dir), s(&straight)]).expect_code(0);
+    assert!(
+        out.stdout.contains("**mean ± std** (2 runs)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("± 0.00%"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("resnet-cli train {}", s(&config))),
+        "{}",
+        out.stdout
+    );
+    let out = cli(&["report", s(tmp.path())]).expect_code(1);
+    assert!(out.stderr.contains("has no report.json"), "{}", out.stderr);
+}

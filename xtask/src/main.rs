@@ -22,7 +22,8 @@ enum Command {
     FetchCifar(fetch::FetchArgs),
     /// Side-by-side CPU benchmark of ResNet-20 against PyTorch eager (training and inference).
     Bench(bench::BenchArgs),
-    /// The paper's full 64,000-iteration training run, ending with the report.
+    /// One stretch of the paper's full 64,000-iteration run, kept in results/ and resumed
+    /// bit-exactly by the next call (on any machine) until it finishes with its report.
     FullRun(full_run::FullRunArgs),
 }
 

@@ -27,6 +27,31 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print the layer-by-layer summary of a config's network.
     Summary(SummaryArgs),
+    /// Write a checkpoint's weights alone as safetensors with PyTorch names (no optimizer
+    /// state): for PyTorch's load_state_dict, or to ship a trained model.
+    Export(ExportArgs),
+    /// One Markdown table of several finished runs (e.g. seeds): test accuracy of the final
+    /// and best-on-validation models, mean ± sample std, and the commands that re-train them.
+    Report(ReportArgs),
+}
+
+/// `export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A training checkpoint (or a bare weights file, checked and rewritten).
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// The safetensors file to write.
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+}
+
+/// `report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Finished run directories (each with report.json and config.yaml).
+    #[arg(value_name = "RUN_DIR", required = true)]
+    pub runs: Vec<PathBuf>,
 }
 
 /// Where CIFAR-10 is, and where to get it when it is missing.
@@ -70,12 +95,65 @@ pub struct TrainArgs {
     /// later with --resume.
     #[arg(long, value_name = "N")]
     pub stop_after_iterations: Option<u64>,
+    /// Stop (with a checkpoint, as on Ctrl-C) after the first step that ends this long after
+    /// the start, e.g. 2h30m, 90m, 45s: one stretch of a run longer than a machine is held.
+    /// Where it stops does not change the result: resume is exact from any iteration.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stop_after_time: Option<std::time::Duration>,
+    /// Create the new run in exactly this directory (it must not exist or be empty) instead
+    /// of `<output.runs_dir>/<name>-<timestamp>`, e.g. results/resnet20-paper.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub run_dir: Option<PathBuf>,
+    /// A note recorded with this stretch in the run's stretches.jsonl/.md (e.g. what else
+    /// ran on the machine).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
     /// Dataset location and source.
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// Parses a duration: a number with a unit, or several (`2h30m`, `90m`, `45s`, `1.5h`); a bare
+/// number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{s}` is not a duration (expected e.g. 2h30m, 90m, 45s or 1.5h)");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| std::time::Duration::from_secs_f64(secs))
+            .ok_or_else(bad);
+    }
+    let mut total = 0.0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(split);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" | "min" => 60.0,
+            "s" => 1.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = next;
+    }
+    if !total.is_finite() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// `eval`.
@@ -144,4 +222,24 @@ pub struct SummaryArgs {
     /// Override a config value (repeatable), e.g. --set model.depth=56.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2h30m"), Ok(Duration::from_secs(9000)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("120"), Ok(Duration::from_secs(120)));
+        for bad in ["", "h", "2x", "-5", "1h-2m", "nan", "2hh", "m5"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("not a duration"), "{bad}: {e}");
+        }
+    }
 }

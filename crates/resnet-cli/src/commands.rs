@@ -14,7 +14,9 @@ use trainer::{
     Datasets, EvalSplit, RunConfig, StopReason, TrainOptions, TrainOutcome, TrainSession,
 };
 
-use crate::args::{DataArgs, EvalArgs, PredictArgs, SummaryArgs, TrainArgs};
+use crate::args::{
+    DataArgs, EvalArgs, ExportArgs, PredictArgs, ReportArgs, SummaryArgs, TrainArgs,
+};
 use crate::progress::BarObserver;
 
 fn parse_overrides(set: &[String]) -> Result<Vec<Override>> {
@@ -119,7 +121,13 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             }
             session
         }
-        None => TrainSession::new(load_config(args.config.as_deref(), &overrides)?),
+        None => {
+            let config = load_config(args.config.as_deref(), &overrides)?;
+            match &args.run_dir {
+                Some(dir) => TrainSession::in_dir(config, dir),
+                None => TrainSession::new(config),
+            }
+        }
     };
     let config = session.config().clone();
     let data_dir = config.data_dir();
@@ -129,6 +137,9 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let options = TrainOptions {
         stop: Some(stop),
         stop_after_iterations: args.stop_after_iterations,
+        stop_after_seconds: args.stop_after_time.map(|d| d.as_secs_f64()),
+        build: Some(env!("RESNET_CLI_BUILD").to_string()),
+        note: args.note.clone(),
     };
     let mut observer = BarObserver::new(!args.no_progress);
     let outcome = session.run(data, &options, &mut observer)?;
@@ -158,6 +169,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             let why = match reason {
                 StopReason::Interrupted => "interrupted",
                 StopReason::IterationLimit => "stopped as asked (--stop-after-iterations)",
+                StopReason::TimeLimit => "stopped as asked (--stop-after-time)",
             };
             eprintln!(
                 "{why} at iteration {iteration}; checkpoint written to {}\n\
@@ -168,7 +180,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
             println!("{}", run_dir.display());
             Ok(match reason {
                 StopReason::Interrupted => ExitCode::from(130),
-                StopReason::IterationLimit => ExitCode::SUCCESS,
+                StopReason::IterationLimit | StopReason::TimeLimit => ExitCode::SUCCESS,
             })
         }
     }
@@ -355,5 +367,24 @@ pub fn summary(args: SummaryArgs) -> Result<ExitCode> {
     let overrides = parse_overrides(&args.set)?;
     let cfg = load_config(args.config.as_deref(), &overrides)?;
     print!("{}", model_summary(&cfg.model)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export`.
+pub fn export(args: ExportArgs) -> Result<ExitCode> {
+    let arch = trainer::export::export_weights(&args.checkpoint, &args.out)?;
+    eprintln!(
+        "wrote the weights of {} ({}) to {}",
+        args.checkpoint.display(),
+        arch.name(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report`.
+pub fn report(args: ReportArgs) -> Result<ExitCode> {
+    let table = trainer::runs_table::RunsTable::load(&args.runs)?;
+    print!("{}", table.to_markdown());
     Ok(ExitCode::SUCCESS)
 }

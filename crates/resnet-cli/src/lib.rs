@@ -66,6 +66,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => commands::eval(a),
         Command::Predict(a) => commands::predict(a),
         Command::Summary(a) => commands::summary(a),
+        Command::Export(a) => commands::export(a),
+        Command::Report(a) => commands::report(a),
     }
 }
 

@@ -278,12 +278,43 @@ fn parse_meta(path: &Path, md: &HashMap<String, String>) -> Result<Option<Checkp
     Ok(Some(meta))
 }
 
+/// Rejects weights that hold NaN or ±Inf (a diverged run, a corrupted export): they would
+/// evaluate to a meaningless accuracy and predict one class for everything. Names the first
+/// bad tensor in name order.
+fn check_finite(path: &Path, all: &HashMap<String, Tensor>) -> Result<()> {
+    let mut names: Vec<&String> = all.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &all[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values = t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| TrainError::checkpoint(path, format!("tensor `{name}`: {e}")))?;
+        if let Some((i, x)) = values.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(TrainError::checkpoint(
+                path,
+                format!(
+                    "tensor `{name}` holds {x} at flat index {i}: weights must be finite \
+                     (did the run diverge?)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl WeightsFile {
-    /// Opens a checkpoint or a bare weights file.
+    /// Opens a checkpoint or a bare weights file. Weights holding NaN or ±Inf are refused,
+    /// naming the first such tensor.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let bytes = read_file(path)?;
         let md = metadata(path, &bytes)?;
         let mut all = tensors(path, &bytes, device)?;
+        check_finite(path, &all)?;
         let Some(meta) = parse_meta(path, &md)? else {
             let architecture = md
                 .get(resnet_model::io::CONFIG_METADATA_KEY)

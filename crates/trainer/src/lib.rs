@@ -9,7 +9,9 @@
 //!   ([`metrics`]), TensorBoard scalars ([`tensorboard`]), PNG curves ([`plots`]),
 //!   checkpoints with exact resume ([`checkpoint`]) and the final [`report`];
 //! * [`inference`] and [`predict`]: evaluate a checkpoint (or PyTorch weights) and classify
-//!   image files.
+//!   image files; [`export`]: a checkpoint's weights alone, for PyTorch or for shipping;
+//! * [`stretch`]: the sessions a long run was trained in (commit, CPU, wall time);
+//!   [`runs_table`]: several runs (seeds) in one table, mean ± std.
 //!
 //! ```
 //! use trainer::config::RunConfig;
@@ -35,6 +37,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+pub mod export;
 pub mod inference;
 pub mod loss;
 pub mod metrics;
@@ -44,10 +47,12 @@ pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod run_dir;
+pub mod runs_table;
 pub mod schedule;
 pub mod session;
 pub mod sgd;
 pub mod signal;
+pub mod stretch;
 pub mod tensorboard;
 mod train_loop;
 

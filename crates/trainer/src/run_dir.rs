@@ -7,6 +7,9 @@
 //! tensorboard/         TensorBoard event files (scalars: train/val loss and accuracy, lr, …)
 //! plots/               loss.png, accuracy.png, lr.png (refreshed every epoch)
 //! checkpoints/         iter-NNNNNNN.safetensors (last K), latest.safetensors, best.safetensors
+//! final.safetensors    the final weights alone (PyTorch names, no optimizer state; at the end)
+//! best.safetensors     the best-on-validation weights alone (at the end)
+//! stretches.jsonl/.md  one record per training session: iterations, wall time, CPU, build
 //! report.json          test accuracy, per-class accuracy, confusion matrix (final and best)
 //! report.md            the same, as Markdown tables
 //! ```
@@ -46,6 +49,38 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// Creates the run directory `root` itself (and its parents). It must not exist, or be an
+    /// empty directory: a new run never writes into another run's files.
+    pub fn create_at(root: &Path) -> Result<Self> {
+        match std::fs::read_dir(root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(TrainError::RunDir {
+                        path: root.to_path_buf(),
+                        reason: "exists and is not empty; continue the run in it with \
+                                 `train --resume`, or choose another directory"
+                            .into(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(root).map_err(|e| TrainError::io(root, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory || root.exists() => {
+                return Err(TrainError::RunDir {
+                    path: root.to_path_buf(),
+                    reason: format!("exists and is not a directory ({e})"),
+                });
+            }
+            Err(e) => return Err(TrainError::io(root, e)),
+        }
+        let dir = Self {
+            root: root.to_path_buf(),
+        };
+        dir.create_subdirs()?;
+        Ok(dir)
+    }
+
     /// An existing run directory (for resuming).
     pub fn open(root: &Path) -> Result<Self> {
         if !root.is_dir() {
@@ -81,6 +116,18 @@ impl RunDir {
     /// `checkpoints/`.
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
+    }
+
+    /// `final.safetensors`: the final model's weights alone (PyTorch `state_dict` names, the
+    /// architecture in the metadata; no optimizer state), written when the run finishes.
+    pub fn final_weights(&self) -> PathBuf {
+        self.root.join("final.safetensors")
+    }
+
+    /// `best.safetensors`: the best-on-validation model's weights alone, as
+    /// [`final_weights`](Self::final_weights).
+    pub fn best_weights(&self) -> PathBuf {
+        self.root.join("best.safetensors")
     }
 
     /// `tensorboard/`.
@@ -150,6 +197,16 @@ mod tests {
             a.checkpoints().join("latest.safetensors")
         );
         assert_eq!(resolve_resume(&ck).unwrap().0, a.root().to_path_buf());
+        let fixed = tmp.path().join("results/run");
+        let r = RunDir::create_at(&fixed).unwrap();
+        assert_eq!(r.root(), fixed);
+        assert!(r.checkpoints().is_dir());
+        let e = RunDir::create_at(&fixed).unwrap_err().to_string();
+        assert!(e.contains("not empty") && e.contains("--resume"), "{e}");
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = RunDir::create_at(&file).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
         let e = resolve_resume(&tmp.path().join("nope"))
             .unwrap_err()
             .to_string();

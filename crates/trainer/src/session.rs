@@ -22,6 +22,15 @@ pub struct TrainOptions {
     /// Stop the same way once this many iterations are done (train in installments; tests
     /// of exact resume).
     pub stop_after_iterations: Option<u64>,
+    /// Stop the same way after the first step that ends this many seconds after the session
+    /// started (a stretch of a long run that must end before its machine is taken back).
+    /// Where the run stops does not change its result: resume is exact from any iteration.
+    pub stop_after_seconds: Option<f64>,
+    /// What build trains this stretch (e.g. the git commit of the binary), recorded in the
+    /// run's `stretches.jsonl` (see [`crate::stretch`]).
+    pub build: Option<String>,
+    /// A note recorded with this stretch (e.g. "the machine also ran builds").
+    pub note: Option<String>,
 }
 
 /// Why a run stopped before its end.
@@ -31,6 +40,19 @@ pub enum StopReason {
     Interrupted,
     /// [`TrainOptions::stop_after_iterations`] was reached.
     IterationLimit,
+    /// [`TrainOptions::stop_after_seconds`] was reached.
+    TimeLimit,
+}
+
+impl StopReason {
+    /// A few words for logs and the stretch record.
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Interrupted => "interrupted",
+            StopReason::IterationLimit => "iteration limit",
+            StopReason::TimeLimit => "time limit",
+        }
+    }
 }
 
 /// How a training session ended.
@@ -72,6 +94,8 @@ impl TrainOutcome {
 pub struct TrainSession {
     pub(crate) config: RunConfig,
     pub(crate) resume: Option<ResumePoint>,
+    /// A fixed directory for a new run (default: `<runs_dir>/<name>-<timestamp>`).
+    pub(crate) run_dir: Option<PathBuf>,
 }
 
 /// Where a resumed run continues.
@@ -88,6 +112,19 @@ impl TrainSession {
         Self {
             config,
             resume: None,
+            run_dir: None,
+        }
+    }
+
+    /// A new run in exactly `dir` instead of a fresh `<runs_dir>/<name>-<timestamp>`: e.g. a
+    /// long run kept in the repository (`results/resnet20-paper`) and continued in later
+    /// sessions with [`TrainSession::resume`]. `dir` must not exist or be empty, so that a
+    /// run never mixes its files with another's.
+    pub fn in_dir(config: RunConfig, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            config,
+            resume: None,
+            run_dir: Some(dir.into()),
         }
     }
 
@@ -110,6 +147,7 @@ impl TrainSession {
         }
         Ok(Self {
             config,
+            run_dir: None,
             resume: Some(ResumePoint {
                 run_dir,
                 checkpoint,

@@ -51,6 +51,12 @@ struct Trainer<'a> {
     tb: SummaryWriter,
     state: LoopState,
     session_start: Instant,
+    /// When this session (stretch) started, RFC 3339.
+    session_started_at: String,
+    /// Iteration this session started at.
+    start_iteration: u64,
+    /// Training images this session has stepped over.
+    session_images: u64,
     /// Newest checkpoint written (or resumed from) and its iteration.
     last_checkpoint: Option<(PathBuf, u64)>,
     observer: &'a mut dyn TrainObserver,
@@ -68,7 +74,13 @@ pub(crate) fn run(
     if let Err(e) = trainer.tb.flush() {
         tracing::warn!("flushing TensorBoard events: {e}");
     }
-    outcome
+    let outcome = outcome?;
+    let ended = match &outcome {
+        TrainOutcome::Finished { .. } => "finished",
+        TrainOutcome::Stopped { reason, .. } => reason.describe(),
+    };
+    trainer.record_stretch(ended, options)?;
+    Ok(outcome)
 }
 
 impl<'a> Trainer<'a> {
@@ -125,6 +137,11 @@ impl<'a> Trainer<'a> {
                     Some(StopReason::Interrupted)
                 } else if options.stop_after_iterations == Some(it) {
                     Some(StopReason::IterationLimit)
+                } else if options
+                    .stop_after_seconds
+                    .is_some_and(|s| self.session_start.elapsed().as_secs_f64() >= s)
+                {
+                    Some(StopReason::TimeLimit)
                 } else {
                     None
                 };
@@ -151,6 +168,30 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// Appends this session's record to the run's `stretches.jsonl` / `stretches.md`.
+    fn record_stretch(&mut self, ended: &str, options: &TrainOptions) -> Result<()> {
+        let wall = self.session_start.elapsed().as_secs_f64();
+        let images = self.session_images;
+        let stretch = crate::stretch::Stretch {
+            start_iteration: self.start_iteration,
+            end_iteration: self.state.iteration,
+            ended: ended.to_string(),
+            started_at: self.session_started_at.clone(),
+            ended_at: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            wall_s: wall,
+            images_per_sec: if wall > 0.0 {
+                images as f64 / wall
+            } else {
+                0.0
+            },
+            device: crate::device::describe(&self.device),
+            cpu: crate::stretch::cpu_description(),
+            build: options.build.clone(),
+            note: options.note.clone(),
+        };
+        crate::stretch::append(self.run.root(), &stretch)
+    }
+
     /// One optimizer step on `batch`; `wait` is the time spent waiting for the batch.
     fn step(&mut self, batch: &cifar_data::Batch, lr: f64, wait: f64, epoch: u64) -> Result<()> {
         let t = Instant::now();
@@ -172,6 +213,7 @@ impl<'a> Trainer<'a> {
         self.sgd.step(&grads, lr).ctx(ctx)?;
         self.state.iteration = it;
         let n = batch.len() as u64;
+        self.session_images += n;
         let secs = wait + t.elapsed().as_secs_f64();
         self.state.epoch_stats.add(loss_value, correct, n, secs);
         self.state.window_stats.add(loss_value, correct, n, secs);
@@ -321,7 +363,8 @@ impl<'a> Trainer<'a> {
                 class_names: self.data.class_names.clone(),
                 config_yaml: self.cfg.to_yaml(),
                 config_digest: self.cfg.digest(),
-                written_at: chrono::Local::now().to_rfc3339(),
+                written_at: chrono::Local::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             },
             model,
             momentum,

@@ -188,3 +188,52 @@ fn keeps_last_k_latest_and_best() {
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
 }
+
+/// NaN or Inf anywhere (model, momentum, bare weights) is refused with the first bad tensor
+/// named, instead of scoring a meaningless accuracy.
+#[test]
+fn non_finite_weights_are_refused_with_the_tensor_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A checkpoint whose layer2.0.conv1.weight holds a NaN.
+    let mut ck = sample(5);
+    let name = "layer2.0.conv1.weight";
+    let t = &ck.model[name];
+    let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[3] = f32::NAN;
+    ck.model.insert(
+        name.into(),
+        Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap(),
+    );
+    let p = tmp.path().join("nan.safetensors");
+    ck.write(&p).unwrap();
+    for e in [
+        Checkpoint::read(&p, &Device::Cpu).unwrap_err().to_string(),
+        WeightsFile::open(&p, &Device::Cpu).unwrap_err().to_string(),
+    ] {
+        assert!(
+            e.contains("nan.safetensors")
+                && e.contains("`model.layer2.0.conv1.weight` holds NaN at flat index 3"),
+            "{e}"
+        );
+    }
+    // Bare weights with +Inf in a running variance.
+    let model = ResNetModel::new(&ResNetConfig::with_depth(8), &Device::Cpu, 1).unwrap();
+    let mut state = model.state_dict().unwrap();
+    let rv = "bn1.running_var";
+    let n = state[rv].elem_count();
+    state.insert(
+        rv.into(),
+        Tensor::from_vec(vec![f32::INFINITY; n], n, &Device::Cpu).unwrap(),
+    );
+    let p = tmp.path().join("inf.safetensors");
+    resnet_model::io::write_state(&ResNetConfig::with_depth(8), &state, &p).unwrap();
+    let e = WeightsFile::open(&p, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        e.contains("`bn1.running_var` holds inf at flat index 0"),
+        "{e}"
+    );
+    // The untouched checkpoint still loads.
+    let p = tmp.path().join("ok.safetensors");
+    sample(5).write(&p).unwrap();
+    Checkpoint::read(&p, &Device::Cpu).unwrap();
+}

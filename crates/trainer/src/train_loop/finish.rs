@@ -30,6 +30,10 @@ impl Trainer<'_> {
             .find(|r| r.kind == RecordKind::Epoch && r.iteration == it)
             .and_then(|r| r.val_acc);
         let final_test = self.test("final")?;
+        let final_weights = self.run.final_weights();
+        self.model
+            .save(&final_weights)
+            .map_err(|e| TrainError::model(format!("writing {}", final_weights.display()), e))?;
         let final_model = ModelReport {
             which: "final".into(),
             iteration: it,
@@ -61,6 +65,12 @@ impl Trainer<'_> {
                 ..final_model.clone()
             },
         };
+        // The best model's weights: the final ones when it is the final model, else the ones
+        // just loaded from `best.safetensors`.
+        let best_weights = self.run.best_weights();
+        self.model
+            .save(&best_weights)
+            .map_err(|e| TrainError::model(format!("writing {}", best_weights.display()), e))?;
         self.scalars(&[
             ("test/accuracy_final", final_model.test.accuracy),
             ("test/loss_final", final_model.test.loss),

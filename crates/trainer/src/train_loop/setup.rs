@@ -27,7 +27,10 @@ impl<'a> Trainer<'a> {
         let device = crate::device::select_device(cfg.training.device)?;
         let (run, model, sgd, normalizer, state, last_checkpoint) = match session.resume {
             None => {
-                let run = RunDir::create(&cfg.output.runs_dir, &cfg.name)?;
+                let run = match &session.run_dir {
+                    Some(dir) => RunDir::create_at(dir)?,
+                    None => RunDir::create(&cfg.output.runs_dir, &cfg.name)?,
+                };
                 let model = ResNetModel::new(&cfg.model, &device, cfg.seed)
                     .ctx(|| format!("building {}", cfg.model.name()))?;
                 let sgd =
@@ -118,8 +121,12 @@ impl<'a> Trainer<'a> {
             ckdir,
             metrics,
             tb,
-            state,
+            state: state.clone(),
             session_start: Instant::now(),
+            session_started_at: chrono::Local::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            start_iteration: state.iteration,
+            session_images: 0,
             last_checkpoint,
             observer,
         })

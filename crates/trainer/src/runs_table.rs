@@ -1,0 +1,173 @@
+//! One table over several finished runs (seeds of a recipe): each run's test accuracy of the
+//! final and of the best-on-validation model, then their mean ± sample standard deviation.
+//!
+//! The paper reports the best of 5 runs; this table reports every run and the mean ± std,
+//! which says more about what a user should expect from one run.
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! let runs = [PathBuf::from("results/resnet20-16k-seed0"), PathBuf::from("results/resnet20-16k-seed1")];
+//! let table = trainer::runs_table::RunsTable::load(&runs).unwrap();
+//! print!("{}", table.to_markdown());
+//! ```
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::report::Report;
+
+/// What the table needs from one run directory.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Its `report.json`.
+    pub report: Report,
+    /// Its seed (from `config.yaml`).
+    pub seed: u64,
+}
+
+/// Several runs.
+#[derive(Clone, Debug)]
+pub struct RunsTable {
+    /// The runs, in the order given.
+    pub rows: Vec<RunRow>,
+}
+
+/// Mean and sample standard deviation (`n - 1` in the denominator; `None` for fewer than 2
+/// values).
+pub fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let std = (values.len() >= 2).then(|| {
+        let ss: f64 = values.iter().map(|v| (v - mean).powi(2)).sum();
+        (ss / (n - 1.0)).sqrt()
+    });
+    (mean, std)
+}
+
+impl RunRow {
+    /// Reads `dir/report.json` and `dir/config.yaml`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let report_path = dir.join("report.json");
+        let text = std::fs::read_to_string(&report_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                TrainError::RunDir {
+                    path: dir.to_path_buf(),
+                    reason: "has no report.json (the run has not finished)".into(),
+                }
+            } else {
+                TrainError::io(&report_path, e)
+            }
+        })?;
+        let report: Report = serde_json::from_str(&text).map_err(|e| TrainError::RunDir {
+            path: report_path.clone(),
+            reason: format!("not a run report: {e}"),
+        })?;
+        let config = RunConfig::from_file(&dir.join("config.yaml"), &[])?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            report,
+            seed: config.seed,
+        })
+    }
+}
+
+impl RunsTable {
+    /// Loads every run directory in `dirs` (each must have finished).
+    pub fn load(dirs: &[PathBuf]) -> Result<Self> {
+        let rows = dirs
+            .iter()
+            .map(|d| RunRow::load(d))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { rows })
+    }
+
+    /// The table as Markdown: one row per run, the mean ± sample std of the final and
+    /// best-on-validation test accuracy, and the command that re-trains each run.
+    pub fn to_markdown(&self) -> String {
+        let pct = |x: f64| format!("{:.2}%", 100.0 * x);
+        let mut s = String::new();
+        s.push_str(
+            "| run | seed | architecture | iterations | test acc., final | test acc., best on val (iteration) | wall time |\n\
+             |---|---:|---|---:|---:|---:|---:|\n",
+        );
+        for r in &self.rows {
+            let rep = &r.report;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} ({}/{}) | {} ({}/{}) ({}) | {} |",
+                r.dir.display(),
+                r.seed,
+                rep.architecture,
+                rep.iterations,
+                pct(rep.final_model.test.accuracy),
+                rep.final_model.test.correct,
+                rep.final_model.test.total,
+                pct(rep.best_model.test.accuracy),
+                rep.best_model.test.correct,
+                rep.best_model.test.total,
+                rep.best_model.iteration,
+                crate::stretch::hms(rep.wall_time_s),
+            );
+        }
+        let finals: Vec<f64> = self
+            .rows
+            .iter()
+            .map(|r| r.report.final_model.test.accuracy)
+            .collect();
+        let bests: Vec<f64> = self
+            .rows
+            .iter()
+            .map(|r| r.report.best_model.test.accuracy)
+            .collect();
+        let show = |v: &[f64]| {
+            let (m, sd) = mean_std(v);
+            match sd {
+                Some(sd) => format!("{:.2} ± {:.2}%", 100.0 * m, 100.0 * sd),
+                None => format!("{:.2}% (one run, no std)", 100.0 * m),
+            }
+        };
+        let _ = writeln!(
+            s,
+            "| **mean ± std** ({} runs) | | | | {} | {} | |",
+            self.rows.len(),
+            show(&finals),
+            show(&bests)
+        );
+        s.push_str("\nmean ± sample standard deviation (n − 1) over the runs.\n\nRe-train:\n\n");
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "- `resnet-cli train {}`",
+                r.dir.join("config.yaml").display()
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        let (m, s) = mean_std(&[0.9, 0.92]);
+        assert!((m - 0.91).abs() < 1e-12);
+        assert!((s.unwrap() - 0.02f64 / 2f64.sqrt()).abs() < 1e-12);
+        let (m, s) = mean_std(&[0.5]);
+        assert_eq!((m, s), (0.5, None));
+    }
+
+    #[test]
+    fn unfinished_run_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = RunsTable::load(&[tmp.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no report.json"), "{e}");
+    }
+}
