@@ -7,6 +7,10 @@ pub(crate) const OFFLINE_HINT: &str = "if this machine is offline, install from 
 the archive with `--from FILE` (or $CIFAR10_ARCHIVE), or download from a mirror with `--url URL` \
 (or $CIFAR10_URL)";
 
+/// Hint of [`DataError::InTheWay`].
+pub(crate) const IN_THE_WAY_HINT: &str = "fetch never deletes what it did not create: remove or \
+rename it, or choose another data directory (`--dir` / `--data-dir` / $CIFAR10_DIR)";
+
 /// Everything that can go wrong while fetching, parsing or preparing CIFAR-10.
 ///
 /// Every variant names what it is about: a file path, a record index and byte offset, a URL,
@@ -129,6 +133,21 @@ pub enum DataError {
         reason: String,
     },
 
+    /// Something the installer did not create is where it has to put a directory or a dataset
+    /// file: e.g. a regular file named `cifar-10-batches-bin`, or a directory named
+    /// `data_batch_3.bin`. Fetch refuses to replace it and changes nothing.
+    #[error("{} is {found}, but {expected} belongs there; {hint}", path.display())]
+    InTheWay {
+        /// What is in the way.
+        path: PathBuf,
+        /// What it is, e.g. "a regular file".
+        found: String,
+        /// What belongs there, e.g. "a directory".
+        expected: String,
+        /// What to do about it.
+        hint: String,
+    },
+
     /// A dataset file whose SHA-256 differs from the official one.
     #[error(
         "checksum mismatch for {file} (from {source_name}): SHA-256 {actual}, expected {expected}"
@@ -150,6 +169,16 @@ impl DataError {
         DataError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// [`DataError::InTheWay`] for `path`, which is `found` where `expected` belongs.
+    pub(crate) fn in_the_way(path: &std::path::Path, found: &str, expected: &str) -> Self {
+        DataError::InTheWay {
+            path: path.to_path_buf(),
+            found: found.to_string(),
+            expected: expected.to_string(),
+            hint: IN_THE_WAY_HINT.to_string(),
         }
     }
 

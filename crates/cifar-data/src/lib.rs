@@ -1,8 +1,9 @@
 //! CIFAR-10 data layer: download, parse, split, normalize, augment, batch.
 //!
 //! * [`fetch`] downloads (or copies from a local archive) the official binary archive,
-//!   verifies the SHA-256 of every `.bin` file and installs `cifar-10-batches-bin/`
-//!   atomically (`cargo xtask fetch-cifar`).
+//!   verifies the SHA-256 of every `.bin` file and installs into `cifar-10-batches-bin/` each
+//!   dataset file that is missing or corrupt, atomically, leaving everything else there
+//!   untouched (`cargo xtask fetch-cifar`).
 //! * [`load`] reads the six `.bin` files strictly into compact [`ImageSet`]s (`u8` CHW pixels,
 //!   `u8` labels) — all 60,000 images in well under a second.
 //! * [`split`] makes the paper's 45,000/5,000 train/validation split (by default the last

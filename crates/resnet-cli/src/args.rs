@@ -156,6 +156,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(total))
 }
 
+/// Parses `--top-k`: at least 1 (there are 10 classes; more than that shows all of them).
+pub fn parse_top_k(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (the number of classes to show per image)".into()),
+        Ok(k) => Ok(k),
+        Err(_) => Err(format!("`{s}` is not a whole number of classes (e.g. 3)")),
+    }
+}
+
 /// `eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -197,7 +206,7 @@ pub struct PredictArgs {
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<PathBuf>,
     /// How many classes to show per image.
-    #[arg(long, default_value_t = 3, value_name = "K")]
+    #[arg(long, default_value_t = 3, value_name = "K", value_parser = parse_top_k)]
     pub top_k: usize,
     /// Config for bare weights (architecture and normalization).
     #[arg(long, value_name = "YAML")]
@@ -227,7 +236,19 @@ pub struct SummaryArgs {
 #[cfg(test)]
 mod tests {
     use super::parse_duration;
+    use clap::Parser;
     use std::time::Duration;
+
+    #[test]
+    fn top_k() {
+        assert_eq!(super::parse_top_k("3"), Ok(3));
+        assert!(super::parse_top_k("0").unwrap_err().contains("at least 1"));
+        assert!(super::parse_top_k("x").is_err());
+        let e = super::Cli::try_parse_from(["resnet-cli", "predict", "w", "a.png", "--top-k", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--top-k") && e.contains("at least 1"), "{e}");
+    }
 
     #[test]
     fn durations() {

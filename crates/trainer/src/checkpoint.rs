@@ -117,6 +117,11 @@ pub struct CheckpointMeta {
     pub config_digest: String,
     /// When the checkpoint was written (RFC 3339).
     pub written_at: String,
+    /// CRC-32C of the file's data section (every tensor's bytes), checked on reading: a
+    /// checkpoint damaged after it was written is refused instead of resumed. Filled in by
+    /// [`Checkpoint::to_bytes`]; absent in checkpoints written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_crc32c: Option<u32>,
 }
 
 /// A checkpoint in memory.
@@ -164,6 +169,16 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The data section of a safetensors buffer (after the 8-byte length and the JSON header);
+/// empty if the buffer is too short (callers validated it with [`read_file`]).
+fn data_section(bytes: &[u8]) -> &[u8] {
+    let Some(len) = bytes.get(..8) else {
+        return &[];
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+    bytes.get(8usize.saturating_add(n)..).unwrap_or(&[])
+}
+
 fn metadata(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| TrainError::checkpoint(path, format!("unreadable safetensors header: {e}")))?;
@@ -206,18 +221,30 @@ impl Checkpoint {
                 Ok((k, t))
             })
             .collect::<Result<BTreeMap<_, _>>>()?;
-        let meta_json = serde_json::to_string(&self.meta).expect("metadata serializes");
         let arch_json =
             serde_json::to_string(&self.meta.architecture).expect("architecture serializes");
-        let metadata = HashMap::from([
-            ("format".to_string(), "pt".to_string()),
-            (METADATA_KEY.to_string(), meta_json),
-            (resnet_model::io::CONFIG_METADATA_KEY.to_string(), arch_json),
-        ]);
-        safetensors::serialize(all.iter(), Some(metadata)).map_err(|e| TrainError::Checkpoint {
-            path: PathBuf::from("<memory>"),
-            reason: format!("serialization failed: {e}"),
-        })
+        let serialize = |meta: &CheckpointMeta| {
+            let meta_json = serde_json::to_string(meta).expect("metadata serializes");
+            let metadata = HashMap::from([
+                ("format".to_string(), "pt".to_string()),
+                (METADATA_KEY.to_string(), meta_json),
+                (
+                    resnet_model::io::CONFIG_METADATA_KEY.to_string(),
+                    arch_json.clone(),
+                ),
+            ]);
+            safetensors::serialize(all.iter(), Some(metadata)).map_err(|e| TrainError::Checkpoint {
+                path: PathBuf::from("<memory>"),
+                reason: format!("serialization failed: {e}"),
+            })
+        };
+        // The data section does not depend on the metadata: serialize once to checksum it,
+        // then again with the checksum in the metadata.
+        let mut meta = self.meta.clone();
+        meta.data_crc32c = None;
+        let first = serialize(&meta)?;
+        meta.data_crc32c = Some(crc32c::crc32c(data_section(&first)));
+        serialize(&meta)
     }
 
     /// Writes the checkpoint to `path` atomically.
@@ -332,6 +359,19 @@ impl WeightsFile {
                 architecture,
             });
         };
+        if let Some(want) = meta.data_crc32c {
+            let got = crc32c::crc32c(data_section(&bytes));
+            if got != want {
+                return Err(TrainError::checkpoint(
+                    path,
+                    format!(
+                        "the tensor data does not match the checksum recorded when the file \
+                         was written (CRC-32C {got:08x}, expected {want:08x}): the file is \
+                         damaged"
+                    ),
+                ));
+            }
+        }
         let take = |all: &mut HashMap<String, Tensor>, name: &str| -> Result<Vec<f32>> {
             let t = all.remove(name).ok_or_else(|| {
                 TrainError::checkpoint(path, format!("tensor `{name}` is missing"))
@@ -375,6 +415,40 @@ impl WeightsFile {
             normalizer,
         })))
     }
+}
+
+/// Removes `.NAME.tmp-PID` files in `dir` whose process `PID` is not running (checked
+/// through `/proc`; nothing is removed where there is no `/proc`).
+fn remove_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let proc_fs = Path::new("/proc/self").exists();
+    let mut removed = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(TrainError::io(dir, e)),
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive =
+            pid == std::process::id() || !proc_fs || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let p = entry.path();
+            std::fs::remove_file(&p).map_err(|e| TrainError::io(&p, e))?;
+            tracing::info!(
+                "removed {} (left by process {pid}, which is gone)",
+                p.display()
+            );
+            removed.push(p);
+        }
+    }
+    Ok(removed)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory.
@@ -481,12 +555,99 @@ impl CheckpointDir {
         Ok(())
     }
 
-    /// The newest checkpoint: `latest.safetensors`, else the newest periodic one.
+    /// The newest checkpoint by name: `latest.safetensors`, else the newest periodic one.
+    /// Use [`newest_good`](Self::newest_good) to resume.
     pub fn newest(&self) -> Result<Option<PathBuf>> {
         if self.latest().is_file() {
             return Ok(Some(self.latest()));
         }
         Ok(self.periodic()?.pop().map(|(_, p)| p))
+    }
+
+    /// The checkpoint to resume from: among `latest` and the periodic checkpoints, the one
+    /// with the highest iteration that reads and verifies (valid safetensors, run metadata,
+    /// data checksum, finite tensors). A truncated `latest`, or a `latest` older than an
+    /// `iter-N` written just before a kill, is skipped with a warning that says why.
+    /// `Ok(None)` when there is no checkpoint at all; an error listing every file and its
+    /// defect when none is usable.
+    pub fn newest_good(&self) -> Result<Option<(PathBuf, u64)>> {
+        let mut candidates: Vec<PathBuf> = self.periodic()?.into_iter().map(|(_, p)| p).collect();
+        if self.latest().is_file() {
+            candidates.push(self.latest());
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let mut bad: Vec<(PathBuf, String)> = Vec::new();
+        let mut readable: Vec<(u64, bool, PathBuf)> = Vec::new();
+        for p in candidates {
+            match Checkpoint::read_meta(&p) {
+                Ok(m) => {
+                    let is_latest = p == self.latest();
+                    readable.push((m.iteration, is_latest, p));
+                }
+                Err(e) => bad.push((p, e.to_string())),
+            }
+        }
+        // Highest iteration first; `latest` before an `iter-N` of the same iteration.
+        readable.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+        let mut chosen = None;
+        for (it, _, p) in readable {
+            match Checkpoint::read(&p, &Device::Cpu) {
+                Ok(_) => {
+                    chosen = Some((p, it));
+                    break;
+                }
+                Err(e) => bad.push((p, e.to_string())),
+            }
+        }
+        for (p, why) in &bad {
+            tracing::warn!("skipping checkpoint {}: {why}", p.display());
+        }
+        match chosen {
+            Some((p, it)) => {
+                if !bad.is_empty() {
+                    tracing::warn!(
+                        "resuming from {} (iteration {it}), the newest checkpoint that verifies",
+                        p.display()
+                    );
+                }
+                Ok(Some((p, it)))
+            }
+            None => Err(TrainError::RunDir {
+                path: self.dir.clone(),
+                reason: format!(
+                    "no checkpoint can be resumed from: {}",
+                    bad.iter()
+                        .map(|(p, why)| format!("{}: {why}", p.display()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }),
+        }
+    }
+
+    /// Removes temporary files (`.NAME.tmp-PID`) that processes no longer running left in
+    /// `dir` (a run killed while writing), then re-applies the `keep_last` rule (a kill
+    /// during clean-up can leave one periodic checkpoint too many). Returns the files
+    /// removed. Temporaries of live processes (and, where process liveness cannot be
+    /// checked, all of them) are left alone.
+    pub fn clean_up(&self, dir_extra: &[&Path]) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for d in std::iter::once(self.dir.as_path()).chain(dir_extra.iter().copied()) {
+            removed.extend(remove_stale_temporaries(d)?);
+        }
+        let before = self.periodic()?.len();
+        self.prune()?;
+        let after = self.periodic()?.len();
+        if before > after {
+            tracing::info!(
+                "removed {} periodic checkpoint(s) beyond keep_last = {}",
+                before - after,
+                self.keep_last
+            );
+        }
+        Ok(removed)
     }
 }
 

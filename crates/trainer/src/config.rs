@@ -228,6 +228,20 @@ impl RunConfig {
     /// Reads, overrides and validates a config file.
     pub fn from_file(path: &std::path::Path, overrides: &[Override]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        // An empty or comment-only file is almost surely a mistake (a truncated copy, the
+        // wrong file); it would otherwise start the full default run.
+        let empty = text.trim().is_empty()
+            || matches!(serde_yaml::from_str::<Value>(&text), Ok(Value::Null));
+        if empty {
+            return Err(TrainError::ConfigParse {
+                source_name: path.display().to_string(),
+                message: "the file holds no settings (it is empty or only comments); a run \
+                          config needs at least one key (keys left out keep their documented \
+                          defaults). To train the paper's ResNet-20, give no CONFIG: the \
+                          built-in configs/resnet20.yaml is used"
+                    .into(),
+            });
+        }
         Self::from_yaml(&text, &path.display().to_string(), overrides)
     }
 
@@ -262,12 +276,33 @@ impl RunConfig {
             } else {
                 serde_yaml::from_str(text).map_err(|e| parse_err(source_name, e))?
             };
+            let base = tree.clone();
             for o in overrides {
                 o.apply(&mut tree)?;
             }
-            let args: Vec<&str> = overrides.iter().map(|o| o.arg.as_str()).collect();
-            let name = format!("{source_name} with --set {}", args.join(" --set "));
-            serde_yaml::from_value(tree).map_err(|e| parse_err(&name, e))?
+            match serde_yaml::from_value(tree) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    // serde_yaml's errors on a Value carry no key path: find the first
+                    // override that makes the config unreadable and name its key.
+                    let mut partial = base;
+                    for o in overrides {
+                        o.apply(&mut partial)?;
+                        if let Err(e) = serde_yaml::from_value::<RunConfig>(partial.clone()) {
+                            return Err(TrainError::ConfigValue {
+                                source_name: source_name.to_string(),
+                                key: o.key(),
+                                line: None,
+                                set_by: Some(o.arg.clone()),
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                    let args: Vec<&str> = overrides.iter().map(|o| o.arg.as_str()).collect();
+                    let name = format!("{source_name} with --set {}", args.join(" --set "));
+                    return Err(parse_err(&name, e));
+                }
+            }
         };
         cfg.validate_with(&Source {
             name: source_name,
@@ -308,6 +343,7 @@ impl RunConfig {
 mod validate;
 
 use validate::Source;
+pub use validate::{MAX_BASE_WIDTH, MAX_BATCH, MAX_DEPTH};
 
 #[cfg(test)]
 mod tests;

@@ -141,12 +141,13 @@ impl RunDir {
     }
 }
 
-/// Resolves `train --resume <path>`: a run directory (its newest checkpoint) or a checkpoint
+/// Resolves `train --resume <path>`: a run directory (its newest checkpoint that verifies,
+/// see [`CheckpointDir::newest_good`]) or a checkpoint
 /// file (its run directory is the parent of `checkpoints/`). Returns `(run dir, checkpoint)`.
 pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
     if path.is_dir() {
         let ckdir = CheckpointDir::new(path.join("checkpoints"), usize::MAX)?;
-        let ckpt = ckdir.newest()?.ok_or_else(|| TrainError::RunDir {
+        let (ckpt, _) = ckdir.newest_good()?.ok_or_else(|| TrainError::RunDir {
             path: path.to_path_buf(),
             reason: "no checkpoint in checkpoints/ to resume from".into(),
         })?;
@@ -185,17 +186,16 @@ mod tests {
         assert!(a.checkpoints().is_dir() && a.plots().is_dir() && a.tensorboard().is_dir());
         let e = resolve_resume(a.root()).unwrap_err().to_string();
         assert!(e.contains("no checkpoint"), "{e}");
+        // A directory whose only checkpoint is garbage: the error names it. (Choosing among
+        // real checkpoints is tested in checkpoint/tests.rs.)
         let ck = a.checkpoints().join("iter-0000010.safetensors");
         std::fs::write(&ck, b"x").unwrap();
-        assert_eq!(
-            resolve_resume(a.root()).unwrap(),
-            (a.root().to_path_buf(), ck.clone())
+        let e = resolve_resume(a.root()).unwrap_err().to_string();
+        assert!(
+            e.contains("no checkpoint can be resumed") && e.contains("iter-0000010"),
+            "{e}"
         );
-        std::fs::write(a.checkpoints().join("latest.safetensors"), b"x").unwrap();
-        assert_eq!(
-            resolve_resume(a.root()).unwrap().1,
-            a.checkpoints().join("latest.safetensors")
-        );
+        // A checkpoint file given directly resolves to its run directory.
         assert_eq!(resolve_resume(&ck).unwrap().0, a.root().to_path_buf());
         let fixed = tmp.path().join("results/run");
         let r = RunDir::create_at(&fixed).unwrap();

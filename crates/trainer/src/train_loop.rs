@@ -365,6 +365,7 @@ impl<'a> Trainer<'a> {
                 config_digest: self.cfg.digest(),
                 written_at: chrono::Local::now()
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                data_crc32c: None,
             },
             model,
             momentum,

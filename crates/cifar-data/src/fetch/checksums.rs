@@ -100,26 +100,6 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     Ok(w.finish_hex())
 }
 
-/// Checks the `.bin` files in `batches_dir` against `expected` (files hashed in parallel).
-pub(crate) fn verify_dir(
-    batches_dir: &Path,
-    expected: &ExpectedChecksums,
-) -> Result<(), DataError> {
-    expected.bin_sha256.par_iter().try_for_each(|(name, want)| {
-        let path = batches_dir.join(name);
-        let got = sha256_file(&path)?;
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(DataError::Checksum {
-                source_name: batches_dir.display().to_string(),
-                file: name.clone(),
-                expected: want.clone(),
-                actual: got,
-            });
-        }
-        Ok(())
-    })
-}
-
 /// A writer that hashes (SHA-256) what passes through it.
 pub(crate) struct HashWriter<W> {
     inner: W,

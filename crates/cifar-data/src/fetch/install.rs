@@ -1,5 +1,5 @@
 //! Extraction of the archive into a temporary directory, verification, and the atomic rename
-//! into place.
+//! of each missing or corrupt file into place.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 
 use super::checksums::{ExpectedChecksums, HashWriter, Md5Reader};
+use super::status::existing_dir;
 use crate::parse::{BATCHES_DIR, META_FILE};
 use crate::DataError;
 
@@ -15,16 +16,20 @@ pub(crate) struct Installed {
     pub(crate) archive_md5: String,
 }
 
-/// Extracts `archive` (a `.tar.gz`) into a temporary directory inside `data_dir`, verifies
-/// every `.bin` file against `expected`, and renames `cifar-10-batches-bin/` into place,
-/// replacing an existing (incomplete, or `--force`d) one. On any error nothing is left in
-/// `data_dir` and an existing tree is untouched.
+/// Extracts `archive` (a `.tar.gz`) into a temporary directory inside `data_dir` (beside
+/// `cifar-10-batches-bin/`, on the same file system), verifies every `.bin` file against
+/// `expected`, then renames into `cifar-10-batches-bin/` the dataset files named in `replace`
+/// (those missing or corrupt there), plus `batches.meta.txt` if its contents differ from the
+/// archive's. Each file is replaced atomically; every other file in `cifar-10-batches-bin/` is
+/// left untouched. On an archive or checksum error nothing changes in `data_dir`. The
+/// temporary directory is removed in every case.
 /// `source_name` (a path or URL) is used in error messages.
 pub(crate) fn install_archive(
     archive: &Path,
     source_name: &str,
     data_dir: &Path,
     expected: &ExpectedChecksums,
+    replace: &[String],
 ) -> Result<Installed, DataError> {
     let bad = |reason: String| DataError::Archive {
         source_name: source_name.to_string(),
@@ -110,14 +115,38 @@ pub(crate) fn install_archive(
         }
     }
 
-    let target = data_dir.join(BATCHES_DIR);
-    if target.exists() {
-        // Move the old tree into the temporary directory: it is deleted with it.
-        let old = tmp.path().join("previous");
-        std::fs::rename(&target, &old).map_err(|e| DataError::io(&target, e))?;
+    let target = target_dir(data_dir);
+    if !existing_dir(&target)? {
+        std::fs::create_dir(&target).map_err(|e| DataError::io(&target, e))?;
     }
-    std::fs::rename(&staged, &target).map_err(|e| DataError::io(&target, e))?;
+    for name in &wanted {
+        let (from, to) = (staged.join(name), target.join(name));
+        let needed =
+            replace.iter().any(|r| r == name) || (*name == META_FILE && !same_contents(&from, &to));
+        if needed {
+            std::fs::rename(&from, &to).map_err(|e| DataError::io(&to, e))?;
+        }
+    }
+    // Make the renames durable (best effort: not every platform syncs directories).
+    let _ = std::fs::File::open(&target).and_then(|d| d.sync_all());
+    drop(tmp);
     Ok(Installed { archive_md5 })
+}
+
+/// Whether the files `a` and `b` both exist and hold the same bytes.
+fn same_contents(a: &Path, b: &Path) -> bool {
+    let len = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    };
+    match (len(a), len(b)) {
+        (Some(x), Some(y)) if x == y => {
+            matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
 }
 
 /// `name` for an archive member `cifar-10-batches-bin/name` (leading `./` allowed).

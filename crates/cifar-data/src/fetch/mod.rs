@@ -4,25 +4,35 @@
 //! [`FetchOptions::url`] (a mirror), `$CIFAR10_ARCHIVE`, `$CIFAR10_URL`, and finally the
 //! official [`OFFICIAL_URL`].
 //!
+//! First [`check`] looks at what is installed. A complete, verified dataset is reported as
+//! [`FetchOutcome::AlreadyPresent`]; one whose files all exist but some have the wrong
+//! SHA-256 is an error naming each of them (reinstall with [`FetchOptions::force`]). Anything
+//! that is not a directory where `<dir>` or `cifar-10-batches-bin/` belongs, or not a regular
+//! file where a dataset file belongs, is refused ([`DataError::InTheWay`]): fetch never deletes
+//! what it did not create. With [`FetchOptions::progress`], an incomplete dataset is reported
+//! on stderr, naming each missing or corrupt file, before anything is downloaded.
+//!
 //! Downloads stream to `<dir>/cifar-10-binary.tar.gz.part` with a progress bar; an
 //! interrupted download (dropped connection, or a `.part` left by an earlier run) continues
 //! with an HTTP Range request. The archive is then extracted into a temporary directory inside
-//! `<dir>`, the SHA-256 of each of the six `.bin` files is checked against the official values
-//! (an archive whose container checksum differs — a repackaged copy — is accepted when all
-//! `.bin` files match), and `cifar-10-batches-bin/` is renamed into place: there is never a
-//! half-extracted tree. On a checksum or archive error nothing is left behind (the downloaded
-//! file is deleted; a local archive is never touched). Only the `.bin` files and
-//! `batches.meta.txt` are installed; the downloaded archive is deleted after installation.
-//!
-//! Fetching again verifies the installed files and reports [`FetchOutcome::AlreadyPresent`].
+//! `<dir>`, and the SHA-256 of each of the six `.bin` files is checked against the official
+//! values (an archive whose container checksum differs — a repackaged copy — is accepted when
+//! all `.bin` files match). Only then are the dataset files that are missing or corrupt in
+//! `cifar-10-batches-bin/` renamed into place, each atomically; every other file there (valid
+//! dataset files, and anything the user put there) is left untouched. On a checksum or archive
+//! error nothing changes (the downloaded file is deleted; a local archive is never touched).
+//! Only the `.bin` files and `batches.meta.txt` are installed; the temporary directory and the
+//! downloaded archive are deleted afterwards.
 
 mod checksums;
 mod download;
 mod install;
+mod status;
 
 use std::path::{Path, PathBuf};
 
 pub use checksums::{sha256_file, ExpectedChecksums, OFFICIAL_ARCHIVE_MD5, OFFICIAL_BIN_SHA256};
+pub use status::{DatasetStatus, FileProblem};
 
 use crate::parse::{META_FILE, TEST_FILE, TRAIN_FILES};
 use crate::DataError;
@@ -47,9 +57,11 @@ pub struct FetchOptions {
     pub url: Option<String>,
     /// Local archive to install from (takes precedence over `url`).
     pub from: Option<PathBuf>,
-    /// Show a download progress bar on stderr.
+    /// Report on stderr: which files are missing or corrupt before repairing an incomplete
+    /// dataset, and a download progress bar.
     pub progress: bool,
-    /// Reinstall even when the dataset is present (the old tree is replaced atomically).
+    /// Reinstall even when the dataset is present and verified, or present but corrupt: every
+    /// dataset file that is missing or has the wrong SHA-256 is replaced (each atomically).
     pub force: bool,
     /// Checksums the dataset must match. Default: the official ones.
     pub expected: ExpectedChecksums,
@@ -144,9 +156,64 @@ pub fn is_present(dir: &Path) -> bool {
         .all(|n| root.join(n).is_file())
 }
 
-/// Checks the SHA-256 of the installed `.bin` files in `dir/cifar-10-batches-bin/`.
+/// Which dataset files in `dir/cifar-10-batches-bin/` are missing, or have a SHA-256 other
+/// than `expected` (hashes the `.bin` files that exist, in parallel). Err when something other
+/// than a directory is where `dir` or `cifar-10-batches-bin` belongs
+/// ([`DataError::InTheWay`]), when a dataset file's name is taken by something other than a
+/// regular file, or on an I/O error.
+pub fn check(dir: &Path, expected: &ExpectedChecksums) -> Result<DatasetStatus, DataError> {
+    status::check(dir, expected)
+}
+
+/// Checks that every dataset file exists in `dir/cifar-10-batches-bin/` and that the `.bin`
+/// files have the SHA-256 in `expected`. The error concerns the first missing
+/// ([`DataError::MissingFile`]) or corrupt ([`DataError::Checksum`]) file, and its message
+/// names every other one.
 pub fn verify(dir: &Path, expected: &ExpectedChecksums) -> Result<(), DataError> {
-    checksums::verify_dir(&install::target_dir(dir), expected)
+    let status = check(dir, expected)?;
+    if let Some(FileProblem::Missing { path }) = status.problems.first() {
+        return Err(DataError::MissingFile {
+            path: path.clone(),
+            hint: format!(
+                "{status}; fetch again (`cargo xtask fetch-cifar`) to install the missing files"
+            ),
+        });
+    }
+    match corrupt_error(&status, "fetch with --force to replace them") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// [`DataError::Checksum`] for the first corrupt file of `status` (if any), naming the other
+/// problems.
+fn corrupt_error(status: &DatasetStatus, advice: &str) -> Option<DataError> {
+    let (first, expected, actual) = status.problems.iter().find_map(|p| match p {
+        FileProblem::WrongChecksum {
+            expected, actual, ..
+        } => Some((p, expected, actual)),
+        _ => None,
+    })?;
+    let others: Vec<String> = status
+        .problems
+        .iter()
+        .filter(|p| *p != first)
+        .map(|p| p.to_string())
+        .collect();
+    let others = if others.is_empty() {
+        String::new()
+    } else {
+        format!("; also {}", others.join(", "))
+    };
+    Some(DataError::Checksum {
+        source_name: format!(
+            "{} (installed earlier{others}; {advice})",
+            status.dir.display()
+        ),
+        file: first.file_name(),
+        expected: expected.clone(),
+        actual: actual.clone(),
+    })
 }
 
 /// The source `opts` designates: `from`, `url`, `$CIFAR10_ARCHIVE`, `$CIFAR10_URL`, then the
@@ -168,26 +235,19 @@ pub fn resolve_source(opts: &FetchOptions) -> FetchSource {
 
 /// Installs CIFAR-10 into `opts.dir` (see the [module documentation](self)).
 pub fn fetch(opts: &FetchOptions) -> Result<FetchOutcome, DataError> {
-    let target = install::target_dir(&opts.dir);
-    if !opts.force && is_present(&opts.dir) {
-        verify(&opts.dir, &opts.expected).map_err(|e| match e {
-            DataError::Checksum {
-                source_name,
-                file,
-                expected,
-                actual,
-            } => DataError::Checksum {
-                source_name: format!(
-                    "{source_name} (installed earlier; delete that directory or fetch with \
-                     --force to reinstall)"
-                ),
-                file,
-                expected,
-                actual,
-            },
-            other => other,
-        })?;
-        return Ok(FetchOutcome::AlreadyPresent { dir: target });
+    let status = check(&opts.dir, &opts.expected)?;
+    if !opts.force {
+        if status.is_complete() {
+            return Ok(FetchOutcome::AlreadyPresent { dir: status.dir });
+        }
+        if !status.any_missing() {
+            // Every file is there but some are corrupt: report, change nothing.
+            if let Some(e) =
+                corrupt_error(&status, "fetch with --force to replace the corrupt files")
+            {
+                return Err(e);
+            }
+        }
     }
     let source = resolve_source(opts);
     if let FetchSource::Local(p) = &source {
@@ -198,9 +258,13 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchOutcome, DataError> {
             });
         }
     }
-    let created_dir = !opts.dir.exists();
+    if opts.progress && !status.is_absent() && !status.is_complete() {
+        eprintln!("{status}; installing these files from {source} (other files stay as they are)");
+    }
+    let created_dir = !status::existing_dir(&opts.dir)?;
     std::fs::create_dir_all(&opts.dir).map_err(|e| DataError::io(&opts.dir, e))?;
-    let result = install_from(&source, opts);
+    let replace: Vec<String> = status.problems.iter().map(FileProblem::file_name).collect();
+    let result = install_from(&source, opts, &replace);
     if result.is_err() && created_dir {
         // Only succeeds when empty: a partial download kept for resuming stays.
         let _ = std::fs::remove_dir(&opts.dir);
@@ -208,7 +272,11 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchOutcome, DataError> {
     result
 }
 
-fn install_from(source: &FetchSource, opts: &FetchOptions) -> Result<FetchOutcome, DataError> {
+fn install_from(
+    source: &FetchSource,
+    opts: &FetchOptions,
+    replace: &[String],
+) -> Result<FetchOutcome, DataError> {
     let name = source.to_string();
     let (archive, downloaded) = match source {
         FetchSource::Local(p) => (p.clone(), None),
@@ -218,7 +286,7 @@ fn install_from(source: &FetchSource, opts: &FetchOptions) -> Result<FetchOutcom
             (part, Some(d))
         }
     };
-    let result = install::install_archive(&archive, &name, &opts.dir, &opts.expected);
+    let result = install::install_archive(&archive, &name, &opts.dir, &opts.expected, replace);
     if downloaded.is_some() {
         // Installed, or the complete download is corrupt: either way it has served.
         if result.is_ok()

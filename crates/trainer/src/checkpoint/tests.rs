@@ -37,6 +37,7 @@ fn sample(iteration: u64) -> Checkpoint {
             config_yaml: "name: t\n".into(),
             config_digest: "00".into(),
             written_at: "now".into(),
+            data_crc32c: None,
         },
         model: state,
         momentum,
@@ -78,13 +79,15 @@ fn metadata_floats_round_trip_bit_exactly() {
         c.meta.elapsed_s = next();
         c.meta.best_val = Some((next() / 1000.0, 7));
         c.write(&path).unwrap();
-        let back = Checkpoint::read_meta(&path).unwrap();
+        let mut back = Checkpoint::read_meta(&path).unwrap();
         assert_eq!(
             back.window_stats.loss_sum.to_bits(),
             v.to_bits(),
             "{v:?} came back as {:?}",
             back.window_stats.loss_sum
         );
+        // The writer adds the data checksum; everything else comes back as it was.
+        assert!(back.data_crc32c.take().is_some());
         assert_eq!(back, c.meta);
     }
 }
@@ -95,7 +98,8 @@ fn round_trip_is_bit_exact() {
     let path = dir.path().join("c.safetensors");
     let c = sample(9);
     c.write(&path).unwrap();
-    let back = Checkpoint::read(&path, &Device::Cpu).unwrap();
+    let mut back = Checkpoint::read(&path, &Device::Cpu).unwrap();
+    assert!(back.meta.data_crc32c.take().is_some());
     assert_eq!(back.meta, c.meta);
     assert_eq!(back.normalizer, c.normalizer);
     assert_eq!(
@@ -108,7 +112,9 @@ fn round_trip_is_bit_exact() {
     for (k, t) in &c.momentum {
         assert_eq!(bits(t), bits(&back.momentum[k]), "{k}");
     }
-    assert_eq!(Checkpoint::read_meta(&path).unwrap(), c.meta);
+    let mut meta = Checkpoint::read_meta(&path).unwrap();
+    assert!(meta.data_crc32c.take().is_some());
+    assert_eq!(meta, c.meta);
     // The model crate reads the architecture from the same file.
     assert_eq!(
         resnet_model::io::read_config(&path).unwrap(),
@@ -236,4 +242,104 @@ fn non_finite_weights_are_refused_with_the_tensor_named() {
     let p = tmp.path().join("ok.safetensors");
     sample(5).write(&p).unwrap();
     Checkpoint::read(&p, &Device::Cpu).unwrap();
+}
+
+/// Resume takes the newest checkpoint (by iteration) that verifies: a truncated `latest`
+/// falls back to the intact `iter-N` beside it; an `iter-N` newer than `latest` (a kill
+/// between the two writes) wins; a flipped data byte is caught by the checksum.
+#[test]
+fn newest_good_skips_damaged_and_stale_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = CheckpointDir::new(dir.path().join("checkpoints"), 5).unwrap();
+    assert_eq!(ck.newest_good().unwrap(), None);
+    ck.save(&sample(7), false).unwrap();
+    ck.save(&sample(14), false).unwrap();
+    assert_eq!(ck.newest_good().unwrap(), Some((ck.latest(), 14)));
+
+    // latest truncated: iter-14 is used.
+    let bytes = std::fs::read(ck.latest()).unwrap();
+    std::fs::write(ck.latest(), &bytes[..bytes.len() / 2]).unwrap();
+    assert_eq!(ck.newest_good().unwrap(), Some((ck.iteration_path(14), 14)));
+
+    // A kill after iter-21 was written but before latest was replaced.
+    std::fs::write(ck.latest(), &bytes).unwrap();
+    let newer = sample(21);
+    newer.write(&ck.iteration_path(21)).unwrap();
+    assert_eq!(ck.newest_good().unwrap(), Some((ck.iteration_path(21), 21)));
+
+    // One flipped byte in iter-21's tensor data: the checksum refuses it, latest (14) wins.
+    let mut b = std::fs::read(ck.iteration_path(21)).unwrap();
+    let last = b.len() - 5;
+    b[last] ^= 0x40;
+    std::fs::write(ck.iteration_path(21), &b).unwrap();
+    let e = Checkpoint::read(&ck.iteration_path(21), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not match the checksum"), "{e}");
+    assert_eq!(ck.newest_good().unwrap(), Some((ck.latest(), 14)));
+
+    // Nothing usable: the error lists every file.
+    for (_, p) in ck.periodic().unwrap() {
+        std::fs::write(&p, b"junk").unwrap();
+    }
+    std::fs::write(ck.latest(), b"junk").unwrap();
+    let e = ck.newest_good().unwrap_err().to_string();
+    assert!(
+        e.contains("no checkpoint can be resumed")
+            && e.contains("iter-0000007")
+            && e.contains("latest.safetensors"),
+        "{e}"
+    );
+}
+
+/// A checkpoint written before checksums existed (no `data_crc32c`) still reads.
+#[test]
+fn checkpoints_without_a_checksum_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("old.safetensors");
+    let bytes = sample(3).to_bytes().unwrap();
+    let (_, st) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let md = st.metadata().clone().unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&md[METADATA_KEY]).unwrap();
+    assert!(meta["data_crc32c"].is_u64());
+    meta.as_object_mut().unwrap().remove("data_crc32c");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut md2 = md.clone();
+    md2.insert(METADATA_KEY.into(), meta.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors.tensors();
+    let old = safetensors::serialize(views, Some(md2)).unwrap();
+    std::fs::write(&p, old).unwrap();
+    let back = Checkpoint::read(&p, &Device::Cpu).unwrap();
+    assert_eq!(back.meta.data_crc32c, None);
+    assert_eq!(back.meta.iteration, 3);
+}
+
+/// Temporaries of dead processes are removed on start; those of live ones stay; the
+/// retention rule is re-applied.
+#[test]
+fn clean_up_removes_stale_temporaries_and_extra_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = CheckpointDir::new(dir.path().join("checkpoints"), 2).unwrap();
+    for it in [7, 14] {
+        ck.save(&sample(it), false).unwrap();
+    }
+    // A kill during pruning left a third periodic checkpoint.
+    sample(3).write(&ck.iteration_path(3)).unwrap();
+    // A PID beyond the kernel's maximum cannot be running.
+    let dead = ck.dir().join(".iter-0000021.safetensors.tmp-4294967295");
+    let dead_root = dir.path().join(".report.json.tmp-4294967295");
+    let live = ck
+        .dir()
+        .join(format!(".latest.safetensors.tmp-{}", std::process::id()));
+    for p in [&dead, &dead_root, &live] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let removed = ck.clean_up(&[dir.path()]).unwrap();
+    if Path::new("/proc/self").exists() {
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(!dead.exists() && !dead_root.exists());
+    }
+    assert!(live.exists(), "a live process's temporary is kept");
+    let kept: Vec<u64> = ck.periodic().unwrap().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(kept, [7, 14]);
 }

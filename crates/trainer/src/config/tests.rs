@@ -196,3 +196,73 @@ fn yaml_round_trip_and_digest() {
     assert_ne!(other.digest(), cfg.digest());
     assert_eq!(cfg.digest().len(), 64);
 }
+
+/// An empty or comment-only config file is refused (it used to start the full paper run);
+/// a file with some keys keeps the defaults for the others.
+#[test]
+fn empty_config_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("empty.yaml", ""),
+        ("blank.yaml", "\n  \n"),
+        ("comments.yaml", "# nothing here\n# still nothing\n"),
+        ("null.yaml", "~\n"),
+    ] {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let e = RunConfig::from_file(&p, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains(name) && e.contains("holds no settings") && e.contains("give no CONFIG"),
+            "{e}"
+        );
+    }
+    let p = tmp.path().join("some.yaml");
+    std::fs::write(&p, "seed: 3\n").unwrap();
+    let cfg = RunConfig::from_file(&p, &[]).unwrap();
+    assert_eq!(cfg.seed, 3);
+    assert_eq!(cfg.training.max_iterations, 64_000);
+}
+
+/// Sizes beyond what can be built are config errors with the limit in the message (a depth
+/// of 6,000,002 used to abort the process in the allocator).
+#[test]
+fn sizes_are_bounded_with_the_limit_named() {
+    let e = err("", &["model.depth=6000002"]);
+    assert!(
+        e.contains("`model.depth`") && e.contains("at most 2000") && e.contains("6000002"),
+        "{e}"
+    );
+    let e = err("model:\n  base_width: 4096\n", &[]);
+    assert!(
+        e.contains("line 2") && e.contains("`model.base_width`") && e.contains("at most 1024"),
+        "{e}"
+    );
+    let e = err("", &["training.batch_size=1000000"]);
+    assert!(
+        e.contains("`training.batch_size`") && e.contains("at most 65536"),
+        "{e}"
+    );
+    let e = err("", &["training.eval_batch_size=70000"]);
+    assert!(e.contains("`training.eval_batch_size`"), "{e}");
+    // The limits themselves are accepted.
+    let ok = |set: &str| {
+        RunConfig::from_yaml("", "t.yaml", &[Override::parse(set).unwrap()]).unwrap();
+    };
+    ok("model.depth=1202");
+    ok(&format!("training.batch_size={MAX_BATCH}"));
+}
+
+/// A `--set` value of the wrong type names the key and the argument (it used to say only
+/// "invalid type: string \"abc\", expected usize").
+#[test]
+fn set_type_error_names_the_key() {
+    let e = err("", &["seed=4", "training.batch_size=abc"]);
+    assert!(
+        e.contains("invalid value for `training.batch_size`")
+            && e.contains("--set training.batch_size=abc")
+            && e.contains("expected usize"),
+        "{e}"
+    );
+    let e = err("", &["model.depth=[1]"]);
+    assert!(e.contains("`model.depth`"), "{e}");
+}

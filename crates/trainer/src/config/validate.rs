@@ -9,6 +9,14 @@ use crate::error::{Result, TrainError};
 use crate::overrides::{locate_key, Override};
 use crate::schedule::{ScheduleKind, WarmupMode};
 
+/// Deepest network accepted (`model.depth`): above the paper's ResNet-1202, below what
+/// exhausts memory while building the model.
+pub const MAX_DEPTH: usize = 2000;
+/// Widest first stage accepted (`model.base_width`).
+pub const MAX_BASE_WIDTH: usize = 1024;
+/// Largest training or evaluation batch accepted.
+pub const MAX_BATCH: usize = 65_536;
+
 /// Where a config came from, for error messages and line lookup.
 #[derive(Clone, Debug)]
 pub(super) struct Source<'a> {
@@ -68,6 +76,25 @@ impl RunConfig {
                 format!(
                     "must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {}",
                     m.depth
+                ),
+            ));
+        }
+        if m.depth > MAX_DEPTH {
+            return Err(src.invalid(
+                "model.depth",
+                format!(
+                    "at most {MAX_DEPTH} (the paper's deepest CIFAR net is ResNet-1202), got {}",
+                    m.depth
+                ),
+            ));
+        }
+        if m.base_width > MAX_BASE_WIDTH {
+            return Err(src.invalid(
+                "model.base_width",
+                format!(
+                    "at most {MAX_BASE_WIDTH} (the paper uses 16; the last stage is 4x wider), \
+                     got {}",
+                    m.base_width
                 ),
             ));
         }
@@ -224,6 +251,17 @@ impl RunConfig {
         at_least_one("training.max_iterations", t.max_iterations)?;
         at_least_one("training.eval_batch_size", t.eval_batch_size as u64)?;
         at_least_one("training.log_every", t.log_every)?;
+        for (key, v) in [
+            ("training.batch_size", t.batch_size),
+            ("training.eval_batch_size", t.eval_batch_size),
+        ] {
+            if v > MAX_BATCH {
+                return Err(src.invalid(
+                    key,
+                    format!("at most {MAX_BATCH} (CIFAR-10 has 60,000 images), got {v}"),
+                ));
+            }
+        }
         at_least_one(
             "training.checkpoint_every_epochs",
             t.checkpoint_every_epochs,

@@ -106,6 +106,7 @@ impl<'a> Trainer<'a> {
             }
         }
         let ckdir = CheckpointDir::new(run.checkpoints(), cfg.training.keep_last)?;
+        ckdir.clean_up(&[run.root()])?;
         let metrics = MetricsLog::open(run.root(), Some(state.iteration))?;
         let tb = SummaryWriter::new(&run.tensorboard())
             .map_err(|e| TrainError::io(run.tensorboard(), e))?;
