@@ -37,9 +37,11 @@ pub struct Report {
     pub iterations: u64,
     /// Epochs trained (fractional).
     pub epochs: f64,
-    /// Training wall time, seconds.
+    /// Wall time of the run, seconds, summed over its sessions: training, validation,
+    /// checkpoints and the final test.
     pub wall_time_s: f64,
-    /// Mean training throughput over the run, images per second.
+    /// Mean training throughput over the run's epoch rows, images per second: time in
+    /// training steps (waiting for data included, evaluation excluded).
     pub images_per_sec: f64,
     /// Images in the training, validation and test sets.
     pub set_sizes: SetSizes,
@@ -78,8 +80,10 @@ impl Report {
         let _ = writeln!(s, "# Run `{}`\n", self.name);
         let _ = writeln!(
             s,
-            "{} ({} parameters), {} iterations ({:.1} epochs), {:.0} s of training at {:.0} \
-             images/s. Train / val / test images: {} / {} / {}. Config digest `{}`.\n",
+            "{} ({} parameters), {} iterations ({:.1} epochs), {:.0} s of wall time \
+             (validation and test included); training steps at {:.0} images/s (waiting \
+             for data included). Train / val / test images: {} / {} / {}. Config digest \
+             `{}`.\n",
             self.architecture,
             self.parameters,
             self.iterations,
