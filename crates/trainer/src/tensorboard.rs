@@ -62,6 +62,8 @@ pub struct Event {
     pub file_version: Option<String>,
     /// `(tag, simple_value)` pairs of the event's summary.
     pub scalars: Vec<(String, f32)>,
+    /// Whether the event is a `SessionLog` with status `START` (a resumed run).
+    pub session_start: bool,
 }
 
 /// One scalar read back from an event file.
@@ -163,6 +165,22 @@ impl SummaryWriter {
         put_key(&mut ev, 2, 0);
         put_varint(&mut ev, step as u64);
         put_bytes(&mut ev, 5, &summary);
+        self.write_record(&ev)
+    }
+
+    /// Appends a `SessionLog { status: START }` event at `step`: the TensorFlow convention
+    /// for a restarted run. TensorBoard then discards the events of earlier files whose step
+    /// is `>= step` (written after the checkpoint the run resumed from, and redone now), so
+    /// a resumed run does not show those steps twice.
+    pub fn add_session_start(&mut self, step: i64) -> io::Result<()> {
+        let mut log = Vec::new();
+        put_key(&mut log, 1, 0);
+        put_varint(&mut log, 1); // SessionLog.SessionStatus.START
+        let mut ev = Vec::new();
+        put_f64(&mut ev, 1, now());
+        put_key(&mut ev, 2, 0);
+        put_varint(&mut ev, step as u64);
+        put_bytes(&mut ev, 7, &log);
         self.write_record(&ev)
     }
 
@@ -274,6 +292,7 @@ fn decode_event(data: &[u8]) -> Result<Event, String> {
         step: 0,
         file_version: None,
         scalars: vec![],
+        session_start: false,
     };
     for (field, value) in parse_message(data)? {
         match (field, value) {
@@ -282,6 +301,11 @@ fn decode_event(data: &[u8]) -> Result<Event, String> {
             (3, Field::Bytes(b)) => {
                 ev.file_version =
                     Some(String::from_utf8(b.to_vec()).map_err(|_| "file_version is not UTF-8")?)
+            }
+            (7, Field::Bytes(log)) => {
+                ev.session_start = parse_message(log)?
+                    .iter()
+                    .any(|(f, v)| *f == 1 && matches!(v, Field::Varint(1)));
             }
             (5, Field::Bytes(summary)) => {
                 for (f, v) in parse_message(summary)? {
@@ -378,6 +402,24 @@ pub fn read_scalars(path: &Path) -> Result<Vec<ScalarEvent>, TensorBoardError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The restart marker TensorBoard uses to drop redone steps reads back as one.
+    #[test]
+    fn session_start_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SummaryWriter::new(dir.path()).unwrap();
+        w.add_scalar("a", 1.0, 3).unwrap();
+        w.add_session_start(41).unwrap();
+        w.flush().unwrap();
+        let ev = read_events(w.path()).unwrap();
+        assert_eq!(ev.len(), 3);
+        assert!(!ev[0].session_start && !ev[1].session_start);
+        assert!(ev[2].session_start && ev[2].scalars.is_empty());
+        assert_eq!(ev[2].step, 41);
+        // Bytes as TensorFlow's protobuf encoder writes them: field 7 holding { 1: START }.
+        let bytes = std::fs::read(w.path()).unwrap();
+        assert!(bytes.windows(4).any(|x| x == [0x3a, 0x02, 0x08, 0x01]));
+    }
 
     #[test]
     fn masked_crc_known_values() {

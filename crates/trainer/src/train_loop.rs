@@ -74,6 +74,20 @@ pub(crate) fn run(
     if let Err(e) = trainer.tb.flush() {
         tracing::warn!("flushing TensorBoard events: {e}");
     }
+    if outcome.is_err() && trainer.start_iteration == 0 && trainer.last_checkpoint.is_none() {
+        // A new run that failed before its first checkpoint (e.g. a loss that turned NaN in
+        // the first epoch) has nothing to resume from: leave no directory behind.
+        let root = trainer.run.root().to_path_buf();
+        drop(trainer);
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => tracing::warn!(
+                "removed the run directory {} (the run failed before its first checkpoint)",
+                root.display()
+            ),
+            Err(e) => tracing::warn!("could not remove {}: {e}", root.display()),
+        }
+        return outcome;
+    }
     let outcome = outcome?;
     let ended = match &outcome {
         TrainOutcome::Finished { .. } => "finished",

@@ -1,14 +1,14 @@
 //! Cross-entropy against PyTorch: `stepk.loss` is the mean cross-entropy of `stepk.logits` on
 //! `batchk.labels` (i64 labels, as PyTorch stores them).
 
-use std::path::PathBuf;
+mod common;
 
 use candle_core::Device;
 use trainer::loss::{accuracy_count, cross_entropy};
 
 #[test]
 fn cross_entropy_matches_pytorch_fixtures() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    let dir = common::fixtures_dir();
     for file in [
         "resnet20_option_a.safetensors",
         "resnet20_option_b.safetensors",
@@ -32,8 +32,25 @@ fn cross_entropy_matches_pytorch_fixtures() {
                 (ours - want).abs() <= 1e-4 * want.abs(),
                 "{file} step {step}: {ours} vs {want}"
             );
+            // The count against an argmax computed here from PyTorch's logits.
+            let rows = logits.to_vec2::<f32>().unwrap();
+            let labs = labels
+                .to_dtype(candle_core::DType::I64)
+                .unwrap()
+                .to_vec1::<i64>()
+                .unwrap();
+            let want_n = rows
+                .iter()
+                .zip(&labs)
+                .filter(|(row, &l)| {
+                    let arg = (0..row.len())
+                        .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                        .unwrap();
+                    arg as i64 == l
+                })
+                .count();
             let n = accuracy_count(logits, labels).unwrap();
-            assert!(n <= 8, "{file}: {n} correct of 8");
+            assert_eq!(n, want_n, "{file} step {step}: correct count");
         }
     }
 }

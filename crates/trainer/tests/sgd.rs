@@ -2,20 +2,14 @@
 //! reproduce `step1.after.*` and `step2.after.*` for every trainable parameter.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor, Var};
 use trainer::sgd::{Sgd, SgdConfig};
 
-fn fixture(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "fixture {} is missing: the golden tensors are expected in <workspace>/../shared/fixtures",
-        path.display()
-    );
-    path
+mod common;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::fixture_path(name)
 }
 
 fn is_trainable(name: &str) -> bool {
@@ -36,6 +30,11 @@ fn max_abs(t: &Tensor) -> f32 {
 }
 
 fn check_file(file: &str) {
+    check_file_with(file, SgdConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs the two fixture steps with `config`; an error describes the first mismatch.
+fn check_file_with(file: &str, config: SgdConfig) -> Result<(), String> {
     let tensors = candle_core::safetensors::load(fixture(file), &Device::Cpu).unwrap();
     let mut names: Vec<String> = tensors
         .keys()
@@ -65,8 +64,12 @@ fn check_file(file: &str) {
         })
         .collect();
     // The fixture's optimizer: lr 0.1, momentum 0.9, weight decay 1e-4 on every parameter.
-    let mut opt = Sgd::new(vars.clone(), SgdConfig::default()).unwrap();
+    let mut opt = Sgd::new(vars.clone(), config).unwrap();
     for step in 1..=2 {
+        let before: Vec<Tensor> = vars
+            .iter()
+            .map(|(_, v)| v.as_tensor().copy().unwrap())
+            .collect();
         // Surrogate loss sum(p * g) whose gradient with respect to p is exactly g.
         let mut loss = Tensor::new(0f32, &Device::Cpu).unwrap();
         for (n, v) in &vars {
@@ -74,17 +77,65 @@ fn check_file(file: &str) {
             loss = (loss + (v.as_tensor() * g).unwrap().sum_all().unwrap()).unwrap();
         }
         opt.step(&loss.backward().unwrap(), 0.1).unwrap();
-        for (n, v) in &vars {
+        for ((n, v), ours_before) in vars.iter().zip(&before) {
             let want = get(format!("step{step}.after.{n}"));
             let diff = max_abs(&(v.as_tensor() - &want).unwrap());
             let tol = 1e-4 * max_abs(&want);
-            assert!(
-                diff <= tol,
-                "{file} step {step} `{n}`: max|d| {diff:e} > {tol:e}"
-            );
+            if diff.is_nan() || diff > tol {
+                return Err(format!(
+                    "{file} step {step} `{n}`: max|d| {diff:e} > {tol:e}"
+                ));
+            }
+            // The update itself against PyTorch's: weight decay moves a parameter by only
+            // lr * wd * |p| per step, far inside the tolerance on the parameters above, but
+            // ~1e-3 of the update, so an SGD that ignored it fails here. The reference update
+            // is after - before in f32; a few ulps of |p| allow for that subtraction.
+            let ref_before = if step == 1 {
+                get(format!("init.{n}"))
+            } else {
+                get(format!("step{}.after.{n}", step - 1))
+            };
+            let d_ref = (&want - &ref_before).unwrap();
+            let d_ours = (v.as_tensor() - ours_before).unwrap();
+            let diff = max_abs(&(&d_ours - &d_ref).unwrap());
+            let tol = 1e-4 * max_abs(&d_ref) + 4.0 * f32::EPSILON * max_abs(&want);
+            if diff.is_nan() || diff > tol {
+                return Err(format!(
+                    "{file} step {step} `{n}`: update differs from PyTorch's by {diff:e} > {tol:e}"
+                ));
+            }
         }
     }
     assert_eq!(opt.momentum_buffers().len(), names.len());
+    Ok(())
+}
+
+/// The comparison above catches an optimizer without weight decay, or with the wrong
+/// momentum (the parameters alone would not: weight decay moves them by ~1e-5 of |p|).
+#[test]
+fn fixture_comparison_detects_missing_weight_decay_or_momentum() {
+    for (what, config) in [
+        (
+            "no weight decay",
+            SgdConfig {
+                weight_decay: 0.0,
+                ..SgdConfig::default()
+            },
+        ),
+        (
+            "momentum 0.8",
+            SgdConfig {
+                momentum: 0.8,
+                ..SgdConfig::default()
+            },
+        ),
+    ] {
+        let e = check_file_with("resnet8_option_a.safetensors", config).expect_err(what);
+        assert!(e.contains("differs") || e.contains("max|d|"), "{what}: {e}");
+        if what == "no weight decay" {
+            assert!(e.contains("update differs"), "{what}: {e}");
+        }
+    }
 }
 
 #[test]

@@ -356,3 +356,57 @@ fn resuming_with_another_architecture_is_a_clear_error() {
     assert!(e.contains("resnet8-a") && e.contains("resnet14-a"), "{e}");
     assert!(e.contains("latest.safetensors"), "{e}");
 }
+
+/// A new run that diverges before its first checkpoint leaves no run directory behind
+/// (it used to leave a directory with nothing to resume from).
+#[test]
+fn a_run_that_fails_before_its_first_checkpoint_leaves_no_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let huge = Override::parse("schedule.base_lr=1e30").unwrap();
+    let mut cfg = config(&runs, 17);
+    cfg = RunConfig::from_yaml(&cfg.to_yaml(), "tiny.yaml", &[huge]).unwrap();
+    let err = TrainSession::new(cfg)
+        .run(data(), &TrainOptions::default(), &mut NoProgress)
+        .unwrap_err();
+    let trainer::TrainError::NonFiniteLoss {
+        last_checkpoint, ..
+    } = &err
+    else {
+        panic!("expected a non-finite loss, got {err}");
+    };
+    assert!(last_checkpoint.is_none());
+    let left: Vec<_> = std::fs::read_dir(&runs).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A resumed run marks its restart in TensorBoard (SessionLog START at the first redone
+/// step), so TensorBoard drops the steps an earlier session logged past the checkpoint.
+#[test]
+fn a_resumed_run_writes_a_tensorboard_restart_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let TrainOutcome::Stopped { run_dir, .. } =
+        run(TrainSession::new(config(tmp.path(), 12)), &stop_after(5))
+    else {
+        panic!("expected a stop");
+    };
+    run(
+        TrainSession::resume(&run_dir, &[]).unwrap(),
+        &TrainOptions::default(),
+    );
+    let mut files: Vec<_> = std::fs::read_dir(run_dir.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let first = trainer::tensorboard::read_events(&files[0]).unwrap();
+    assert!(first.iter().all(|e| !e.session_start));
+    let second = trainer::tensorboard::read_events(&files[1]).unwrap();
+    let starts: Vec<i64> = second
+        .iter()
+        .filter(|e| e.session_start)
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(starts, [6]);
+}

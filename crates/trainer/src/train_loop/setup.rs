@@ -108,8 +108,13 @@ impl<'a> Trainer<'a> {
         let ckdir = CheckpointDir::new(run.checkpoints(), cfg.training.keep_last)?;
         ckdir.clean_up(&[run.root()])?;
         let metrics = MetricsLog::open(run.root(), Some(state.iteration))?;
-        let tb = SummaryWriter::new(&run.tensorboard())
+        let mut tb = SummaryWriter::new(&run.tensorboard())
             .map_err(|e| TrainError::io(run.tensorboard(), e))?;
+        if last_checkpoint.is_some() {
+            // Steps after the checkpoint that an earlier session logged are redone now.
+            tb.add_session_start(state.iteration as i64 + 1)
+                .map_err(|e| TrainError::io(run.tensorboard(), e))?;
+        }
         Ok(Self {
             cfg,
             data,
