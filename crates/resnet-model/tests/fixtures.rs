@@ -7,13 +7,14 @@
 //!   fixture, both steps chained;
 //! - **fast kernels** (the default on CPU): every tensor of the ResNet-8 fixture, both steps
 //!   chained; for the two ResNet-20 fixtures everything the forward pass determines (eval
-//!   logits, train logits, loss, updated running statistics) but not the gradients. Each
+//!   logits, train logits, loss, updated running statistics) and the gradients of every
+//!   parameter downstream of the ReLU tie described next (`layer1.2` onward, `linear`). Each
 //!   ResNet-20 fixture batch has one ReLU pre-activation closer to the kink than f32 rounding
 //!   (option A: `layer1.1`'s residual sum is +3.0e-8 with the reference summation order and
 //!   -5.1e-7 with the fast kernels'): that one mask element flips, and the gradients of every
 //!   parameter upstream of it move by up to ~1e-2 of their maximum. `relu_tie_explains_the_
 //!   fast_path_gradient_gap` pins that down, so a real kernel error cannot hide behind it; the
-//!   fast kernels' gradients are otherwise checked against the reference ops and against f64
+//!   fast kernels' gradients upstream of it are otherwise checked against the reference ops and against f64
 //!   finite differences in `tests/ops_*.rs`.
 
 mod common;
@@ -58,8 +59,18 @@ impl ReferenceSgd {
 enum Check {
     /// Every tensor.
     All,
-    /// Only what the forward pass determines: logits, loss, running statistics.
-    ForwardOnly,
+    /// What the forward pass determines (logits, loss, running statistics), plus the first
+    /// step's gradients of the parameters downstream of the ReLU tie in `layer1.1`
+    /// (`layer1.2` onward and `linear`), which the flipped mask element does not reach.
+    ForwardAndDownstreamGradients,
+}
+
+/// Whether `name` is a parameter whose gradient the `layer1.1` ReLU tie can move (the stem
+/// and the first two blocks feed that ReLU).
+fn upstream_of_the_tie(name: &str) -> bool {
+    ["conv1.", "bn1.", "layer1.0.", "layer1.1."]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize, check: Check) {
@@ -96,12 +107,28 @@ fn run_fixture(file: &str, cfg: &ResNetConfig, expected_params: usize, check: Ch
             &fx[&format!("step{step}.loss")],
         );
 
-        if check == Check::ForwardOnly {
+        if check != Check::All {
             // Batch statistics of this step's forward pass, before any parameter update.
             let state = model.state_dict().unwrap();
             let after = with_prefix(&fx, &format!("step{step}.after."));
             for (name, t) in state.iter().filter(|(n, _)| n.contains("running_")) {
                 report.check(&format!("step{step}.after.{name}"), t, &after[name]);
+            }
+            if check == Check::ForwardAndDownstreamGradients {
+                let grads = loss.backward().unwrap();
+                let ref_grads = with_prefix(&fx, &format!("step{step}.grad."));
+                let mut compared = 0;
+                for (name, var) in model.parameters() {
+                    if upstream_of_the_tie(&name) {
+                        continue;
+                    }
+                    let g = grads
+                        .get(var.as_tensor())
+                        .unwrap_or_else(|| panic!("no gradient for `{name}`"));
+                    report.check(&format!("step{step}.grad.{name}"), g, &ref_grads[&name]);
+                    compared += 1;
+                }
+                assert!(compared >= 40, "{file}: only {compared} gradients compared");
             }
             break; // step 2 would start from parameters updated with unchecked gradients
         }
@@ -161,7 +188,7 @@ fn resnet20_option_a_fast_kernels_forward_matches_pytorch() {
         "resnet20_option_a.safetensors",
         &ResNetConfig::resnet20(),
         269_722,
-        Check::ForwardOnly,
+        Check::ForwardAndDownstreamGradients,
     );
 }
 
@@ -183,7 +210,7 @@ fn resnet20_option_b_fast_kernels_forward_matches_pytorch() {
         "resnet20_option_b.safetensors",
         &ResNetConfig::resnet20().with_shortcut(Shortcut::Projection),
         272_474,
-        Check::ForwardOnly,
+        Check::ForwardAndDownstreamGradients,
     );
 }
 

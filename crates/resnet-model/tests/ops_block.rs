@@ -201,6 +201,11 @@ fn fused_block_equals_composed_ops_and_matches_reference() {
         (4, 16, 16, 32, 2, 1),
         (3, 16, 15, 32, 2, 2),
         (3, 8, 8, 8, 1, 2),
+        // ResNet-20's real sizes: stage 1 (32x32 planes), the stage-1 -> 2 transition from
+        // 32x32 (option A), and stage 2 (32 channels: the fused stride-1 backward path).
+        (2, 16, 32, 16, 1, 0),
+        (2, 16, 32, 32, 2, 1),
+        (2, 32, 16, 32, 1, 0),
     ]
     .iter()
     .enumerate()

@@ -80,8 +80,21 @@ fn reference_mode_switches_to_the_slow_ops_on_this_thread() {
     let slow = ops::conv2d_slow(&x, &w, 1, 1).unwrap();
     let in_ref = ops::with_reference_ops(|| ops::conv2d(&x, &w, 1, 1)).unwrap();
     assert_bits_eq("reference mode", &in_ref, &slow);
-    // restored afterwards, and nested calls restore the outer mode
-    ops::with_reference_ops(|| ops::with_reference_ops(|| ()));
+    // Restored afterwards, nested calls restore the outer mode, and a panic inside restores
+    // it too. (Comparing outputs cannot tell: fast and slow agree to 1e-5.)
+    assert!(!ops::reference_ops_active());
+    ops::with_reference_ops(|| {
+        assert!(ops::reference_ops_active());
+        ops::with_reference_ops(|| assert!(ops::reference_ops_active()));
+        assert!(
+            ops::reference_ops_active(),
+            "the inner exit keeps the outer mode"
+        );
+    });
+    assert!(!ops::reference_ops_active(), "restored afterwards");
+    let caught = std::panic::catch_unwind(|| ops::with_reference_ops(|| panic!("inside")));
+    assert!(caught.is_err());
+    assert!(!ops::reference_ops_active(), "restored after a panic");
     let fast = ops::conv2d(&x, &w, 1, 1).unwrap();
     assert_close("fast after reference mode", &fast, &slow, 1e-5);
 }

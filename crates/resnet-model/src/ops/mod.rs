@@ -102,6 +102,12 @@ pub fn with_reference_ops<R>(f: impl FnOnce() -> R) -> R {
     storage::with_reference(f)
 }
 
+/// Whether the current thread is inside [`with_reference_ops`] (this module's ops run their
+/// `_slow` twins).
+pub fn reference_ops_active() -> bool {
+    storage::reference_active()
+}
+
 /// Runs `f` without recording the autograd graph through this module's ops on the current
 /// thread, like PyTorch's `torch.no_grad()`: their inputs are detached, so their outputs
 /// track nothing and every intermediate activation is freed as soon as the next op has read

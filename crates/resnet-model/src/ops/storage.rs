@@ -47,6 +47,11 @@ pub(crate) fn with_reference<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether the current thread is in reference mode.
+pub(crate) fn reference_active() -> bool {
+    REFERENCE_OPS.with(|c| c.get())
+}
+
 /// `true` when the fast CPU kernels apply to every tensor in `ts`: all on the CPU and f32,
 /// and the current thread is not in reference mode.
 pub(crate) fn fast_path(ts: &[&Tensor]) -> bool {
