@@ -43,7 +43,7 @@ proptest! {
         }
         bytes.truncate(bytes.len().saturating_sub(cut));
         bytes.extend(std::iter::repeat_n(0u8, extend));
-        let expect_ok = bytes.len() % RECORD_BYTES == 0
+        let expect_ok = bytes.len().is_multiple_of(RECORD_BYTES)
             && !bytes.is_empty()
             && bytes
                 .chunks_exact(RECORD_BYTES)
