@@ -7,7 +7,8 @@
 //!
 //! Data: when `<workspace>/../shared/data/cifar-10-binary.tar.gz` exists the tests install
 //! the real CIFAR-10 from it (`--from`), otherwise (or with `RESNET_E2E_SYNTHETIC=1`) they
-//! write a synthetic dataset in the same binary format.
+//! write a synthetic dataset in the same binary format — except in CI (`CI` set), where a
+//! missing archive fails the tests.
 //!
 //! ```
 //! let root = resnet_e2e::workspace_root();
@@ -39,7 +40,9 @@ pub fn real_archive() -> Option<PathBuf> {
 }
 
 /// Installs a dataset into `dir`: the real CIFAR-10 from [`real_archive`] when present
-/// (returns `true`), else a synthetic one of the same size (returns `false`).
+/// (returns `true`), else a synthetic one of the same size (returns `false`). In CI (`CI`
+/// set) a missing archive is a failure, not a silent switch to synthetic data, unless
+/// `RESNET_E2E_SYNTHETIC` asks for synthetic data.
 pub fn install_data(dir: &Path) -> bool {
     match real_archive() {
         Some(archive) => {
@@ -51,6 +54,17 @@ pub fn install_data(dir: &Path) -> bool {
             true
         }
         None => {
+            if std::env::var_os("RESNET_E2E_SYNTHETIC").is_none()
+                && std::env::var_os("CI").is_some()
+            {
+                panic!(
+                    "{} is missing: CI must run the end-to-end tests on the real CIFAR-10 \
+                     (set RESNET_E2E_SYNTHETIC=1 to choose synthetic data explicitly)",
+                    workspace_root()
+                        .join("../shared/data/cifar-10-binary.tar.gz")
+                        .display()
+                );
+            }
             eprintln!(
                 "note: ../shared/data/cifar-10-binary.tar.gz not found, using synthetic data"
             );
