@@ -132,8 +132,9 @@ impl RunsTable {
         };
         let _ = writeln!(
             s,
-            "| **mean ± std** ({} runs) | | | | {} | {} | |",
+            "| **mean ± std** ({} run{}) | | | | {} | {} | |",
             self.rows.len(),
+            if self.rows.len() == 1 { "" } else { "s" },
             show(&finals),
             show(&bests)
         );
