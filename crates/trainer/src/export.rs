@@ -15,6 +15,12 @@ use crate::error::{Result, TrainError};
 /// checked and rewritten) to `dst` through a temporary file. Returns the architecture.
 /// The weights are validated first: complete, well-shaped and finite.
 pub fn export_weights(src: &Path, dst: &Path) -> Result<ResNetConfig> {
+    if dst == src {
+        return Err(TrainError::checkpoint(
+            dst,
+            "the output would overwrite the input; choose another file",
+        ));
+    }
     let device = Device::Cpu;
     let (arch, tensors) = match WeightsFile::open(src, &device)? {
         WeightsFile::Checkpoint(c) => (c.meta.architecture.clone(), c.model_state()),
@@ -34,12 +40,6 @@ pub fn export_weights(src: &Path, dst: &Path) -> Result<ResNetConfig> {
             (arch, tensors)
         }
     };
-    if dst == src {
-        return Err(TrainError::checkpoint(
-            dst,
-            "the output would overwrite the input; choose another file",
-        ));
-    }
     let model = ResNetModel::from_tensors(&arch, &tensors, &device)
         .map_err(|e| TrainError::checkpoint(src, e.to_string()))?;
     model
