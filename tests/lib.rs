@@ -1,9 +1,7 @@
-//! Shared helpers for the workspace-level end-to-end tests (`tests/tests/e2e.rs`).
-//!
-//! The tests run the real `resnet-cli` command line as child processes. Cargo only gives a
-//! package's tests the paths of that package's own binaries, so this package builds the CLI's
-//! entry point (`resnet_cli::main_entry`) into its own binary `resnet-cli-e2e`
-//! (`bin/resnet-cli-e2e.rs`), which the tests find through `CARGO_BIN_EXE_resnet-cli-e2e`.
+//! Shared helpers for the end-to-end tests of the workspace (`crates/resnet-cli/tests/`:
+//! `e2e.rs`, `shipped_weights.rs`), which run the real `resnet-cli` binary as child
+//! processes (`CARGO_BIN_EXE_resnet-cli`): installing data, running commands, comparing
+//! checkpoints.
 //!
 //! Data: when `<workspace>/../shared/data/cifar-10-binary.tar.gz` exists the tests install
 //! the real CIFAR-10 from it (`--from`), otherwise (or with `RESNET_E2E_SYNTHETIC=1`) they
@@ -15,6 +13,7 @@
 //! assert!(root.join("configs/smoke.yaml").is_file());
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

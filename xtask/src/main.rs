@@ -1,4 +1,5 @@
 //! Project automation: `cargo xtask <command>` (alias in `.cargo/config.toml`).
+#![forbid(unsafe_code)]
 
 mod bench;
 mod fetch;

@@ -39,6 +39,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod augment;
 mod error;
@@ -66,6 +67,19 @@ pub use split::{split, split_indices, SplitConfig, SplitStrategy, Splits};
 
 /// Number of classes.
 pub const NUM_CLASSES: usize = 10;
+/// The official class names, in label order (as `batches.meta.txt` lists them).
+pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 /// Height and width of an image.
 pub const IMAGE_SIDE: usize = 32;
 /// Colour channels (R, G, B).

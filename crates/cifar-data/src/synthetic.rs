@@ -4,21 +4,7 @@ use std::path::Path;
 
 use crate::parse::{BATCHES_DIR, META_FILE, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use crate::rng::{key, STREAM_SYNTHETIC};
-use crate::{Cifar10, DataError, ImageSet, IMAGE_BYTES, NUM_CLASSES};
-
-/// The official class names, in label order.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+use crate::{Cifar10, DataError, ImageSet, CLASS_NAMES, IMAGE_BYTES, NUM_CLASSES};
 
 /// `n` pseudo-random images with pseudo-random labels, a pure function of `(n, seed)`.
 pub fn generate(n: usize, seed: u64) -> ImageSet {

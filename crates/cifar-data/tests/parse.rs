@@ -18,7 +18,7 @@ fn round_trip_of_a_synthetic_dataset() {
     let loaded = load_with_records(tmp.path(), Some(13)).unwrap();
     assert_eq!(loaded, written);
     assert_eq!(loaded.train.len(), 65);
-    assert_eq!(loaded.class_names, synthetic::CLASS_NAMES);
+    assert_eq!(loaded.class_names, cifar_data::CLASS_NAMES);
     // Train set is the files in order.
     let second = parse_batch(
         &std::fs::read(root(tmp.path()).join(TRAIN_FILES[1])).unwrap(),

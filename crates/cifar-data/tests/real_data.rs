@@ -88,21 +88,7 @@ fn real_cifar10_fetch_load_split_normalize() {
     assert_eq!(data.test.class_counts(), [1000; 10]);
     assert_eq!(&data.train.labels()[..5], &[6, 9, 9, 4, 1]);
     assert_eq!(&data.test.labels()[..5], &[3, 8, 8, 0, 6]);
-    assert_eq!(
-        data.class_names,
-        [
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck"
-        ]
-    );
+    assert_eq!(data.class_names, cifar_data::CLASS_NAMES);
 
     // Paper split: the last 5,000 training images (end of data_batch_5) validate.
     let s = split(&data, &SplitConfig::default()).unwrap();

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use trainer::config::DeviceChoice;
+use trainer::EvalSplit;
 
 /// Train, evaluate and inspect the CIFAR-10 ResNets of He et al. (2016).
 ///
@@ -85,9 +87,9 @@ pub struct TrainArgs {
     /// value is YAML: a number, true/false, null, a list or a map).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Compute device: cpu, cuda or auto (overrides `training.device`).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    /// Compute device (overrides `training.device`).
+    #[arg(long, value_enum, value_name = "DEVICE")]
+    pub device: Option<DeviceChoice>,
     /// Seed of initialization, data order and augmentation (overrides `seed`).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -181,15 +183,15 @@ pub struct EvalArgs {
     /// Override a config value (repeatable), as for `train`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// The set to evaluate on: test, val or train.
-    #[arg(long, default_value = "test", value_name = "SPLIT")]
-    pub split: String,
+    /// The set to evaluate on.
+    #[arg(long, value_enum, default_value_t = EvalSplit::Test, value_name = "SPLIT")]
+    pub split: EvalSplit,
     /// Print one JSON object (correct, total, accuracy, loss, per_class, confusion, …).
     #[arg(long)]
     pub json: bool,
-    /// Compute device: cpu, cuda or auto.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: String,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, value_name = "DEVICE")]
+    pub device: DeviceChoice,
     /// Dataset location and source.
     #[command(flatten)]
     pub data: DataArgs,
@@ -214,9 +216,9 @@ pub struct PredictArgs {
     /// Print one JSON array.
     #[arg(long)]
     pub json: bool,
-    /// Compute device: cpu, cuda or auto.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    pub device: String,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, value_name = "DEVICE")]
+    pub device: DeviceChoice,
     /// Dataset location (only needed to fit the normalization of bare weights).
     #[command(flatten)]
     pub data: DataArgs,

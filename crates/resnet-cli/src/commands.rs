@@ -3,16 +3,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use cifar_data::fetch::{fetch, is_present, FetchOptions, FetchOutcome};
-use trainer::config::{DeviceChoice, DEFAULT_CONFIG_NAME, DEFAULT_CONFIG_YAML};
-use trainer::device::Device;
-use trainer::evaluate::{evaluate, EvalResult};
-use trainer::inference::{model_summary, EvalReport, LoadedModel};
+use anyhow::Result;
+use trainer::evaluate::EvalResult;
+use trainer::inference::{evaluate_weights, model_summary, EvalReport, ModelRequest};
 use trainer::overrides::Override;
-use trainer::{
-    Datasets, EvalSplit, RunConfig, StopReason, TrainOptions, TrainOutcome, TrainSession,
-};
+use trainer::{DataSource, RunConfig, StopReason, TrainOptions, TrainOutcome, TrainRequest};
 
 use crate::args::{
     DataArgs, EvalArgs, ExportArgs, PredictArgs, ReportArgs, SummaryArgs, TrainArgs,
@@ -30,36 +25,22 @@ fn flag_override(key: &str, value: &str) -> Result<Override> {
     Ok(Override::parse(&format!("{key}={value}"))?)
 }
 
-fn load_config(path: Option<&Path>, overrides: &[Override]) -> Result<RunConfig> {
-    Ok(match path {
-        Some(p) => RunConfig::from_file(p, overrides)?,
-        None => RunConfig::from_yaml(DEFAULT_CONFIG_YAML, DEFAULT_CONFIG_NAME, overrides)?,
-    })
+/// `--set` values plus `--data-dir` as the override `data.dir` it stands for.
+fn overrides_with_data_dir(set: &[String], data: &DataArgs) -> Result<Vec<Override>> {
+    let mut overrides = parse_overrides(set)?;
+    if let Some(d) = &data.data_dir {
+        let value = serde_json::to_string(&d.display().to_string())?;
+        overrides.push(flag_override("data.dir", &value)?);
+    }
+    Ok(overrides)
 }
 
-/// Installs CIFAR-10 into `dir` unless it is there (same code and options as
-/// `cargo xtask fetch-cifar`).
-fn ensure_data(dir: &Path, args: &DataArgs) -> Result<()> {
-    if is_present(dir) {
-        return Ok(());
-    }
-    eprintln!("CIFAR-10 is not in {}; fetching it", dir.display());
-    let opts = FetchOptions {
-        url: args.url.clone(),
+fn data_source(args: &DataArgs) -> DataSource {
+    DataSource {
         from: args.from.clone(),
+        url: args.url.clone(),
         progress: true,
-        ..FetchOptions::new(dir)
-    };
-    match fetch(&opts).with_context(|| format!("installing CIFAR-10 into {}", dir.display()))? {
-        FetchOutcome::Installed { dir, source, .. } => {
-            eprintln!("installed CIFAR-10 from {source} into {}", dir.display());
-        }
-        FetchOutcome::AlreadyPresent { dir } => {
-            eprintln!("CIFAR-10 already present in {}", dir.display());
-        }
-        other => eprintln!("{other:?}"),
     }
-    Ok(())
 }
 
 fn shell_quote(p: &Path) -> String {
@@ -73,67 +54,23 @@ fn shell_quote(p: &Path) -> String {
     }
 }
 
-/// A config file given with `--resume`: the run keeps the checkpoint's config; the file must
-/// describe the same network, and other differences are reported.
-fn check_resume_config(file: &Path, overrides: &[Override], stored: &RunConfig) -> Result<()> {
-    let given = RunConfig::from_file(file, overrides)?;
-    if given.model != stored.model {
-        bail!(
-            "{} describes {}, but the run being resumed trains {}",
-            file.display(),
-            given.model.name(),
-            stored.model.name()
-        );
-    }
-    let mut same = given.clone();
-    same.output = stored.output.clone();
-    same.data.dir.clone_from(&stored.data.dir);
-    if same != *stored {
-        tracing::warn!(
-            "{} differs from the config stored in the checkpoint; the run continues with the \
-             stored one (change values with --set)",
-            file.display()
-        );
-    }
-    Ok(())
-}
-
 /// `train`.
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let stop = trainer::signal::install_stop_handler()?;
-    let mut overrides = parse_overrides(&args.set)?;
-    if let Some(d) = &args.device {
-        d.parse::<DeviceChoice>().map_err(anyhow::Error::msg)?;
-        overrides.push(flag_override("training.device", d)?);
+    let mut overrides = overrides_with_data_dir(&args.set, &args.data)?;
+    if let Some(d) = args.device {
+        overrides.push(flag_override("training.device", &d.to_string())?);
     }
     if let Some(s) = args.seed {
         overrides.push(flag_override("seed", &s.to_string())?);
     }
-    if let Some(d) = &args.data.data_dir {
-        let value = serde_json::to_string(&d.display().to_string())?;
-        overrides.push(flag_override("data.dir", &value)?);
-    }
-    let session = match &args.resume {
-        Some(path) => {
-            let session = TrainSession::resume(path, &overrides)?;
-            if let Some(file) = &args.config {
-                check_resume_config(file, &overrides, session.config())?;
-            }
-            session
-        }
-        None => {
-            let config = load_config(args.config.as_deref(), &overrides)?;
-            match &args.run_dir {
-                Some(dir) => TrainSession::in_dir(config, dir),
-                None => TrainSession::new(config),
-            }
-        }
+    let request = TrainRequest {
+        config: args.config.clone(),
+        resume: args.resume.clone(),
+        run_dir: args.run_dir.clone(),
+        overrides,
+        data: data_source(&args.data),
     };
-    let config = session.config().clone();
-    let data_dir = config.data_dir();
-    ensure_data(&data_dir, &args.data)?;
-    let data = Datasets::load(&data_dir, &config.data)
-        .with_context(|| format!("loading CIFAR-10 from {}", data_dir.display()))?;
     let options = TrainOptions {
         stop: Some(stop),
         stop_after_iterations: args.stop_after_iterations,
@@ -142,7 +79,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         note: args.note.clone(),
     };
     let mut observer = BarObserver::new(!args.no_progress);
-    let outcome = session.run(data, &options, &mut observer)?;
+    let outcome = trainer::train(&request, &options, &mut observer)?;
     match outcome {
         TrainOutcome::Finished { run_dir, report } => {
             let f = &report.final_model;
@@ -170,6 +107,7 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
                 StopReason::Interrupted => "interrupted",
                 StopReason::IterationLimit => "stopped as asked (--stop-after-iterations)",
                 StopReason::TimeLimit => "stopped as asked (--stop-after-time)",
+                _ => reason.describe(),
             };
             eprintln!(
                 "{why} at iteration {iteration}; checkpoint written to {}\n\
@@ -178,83 +116,30 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
                 shell_quote(&run_dir)
             );
             println!("{}", run_dir.display());
-            Ok(match reason {
-                StopReason::Interrupted => ExitCode::from(130),
-                StopReason::IterationLimit | StopReason::TimeLimit => ExitCode::SUCCESS,
+            Ok(if reason == StopReason::Interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
             })
         }
-    }
-}
-
-fn device(name: &str) -> Result<Device> {
-    let choice: DeviceChoice = name.parse().map_err(anyhow::Error::msg)?;
-    Ok(trainer::device::select_device(choice)?)
-}
-
-fn open_model(
-    weights: &Path,
-    config: Option<&Path>,
-    set: &[String],
-    data: &DataArgs,
-    device_name: &str,
-) -> Result<LoadedModel> {
-    let mut overrides = parse_overrides(set)?;
-    if let Some(d) = &data.data_dir {
-        let value = serde_json::to_string(&d.display().to_string())?;
-        overrides.push(flag_override("data.dir", &value)?);
-    }
-    let cfg = match config {
-        Some(p) => Some(RunConfig::from_file(p, &overrides)?),
-        None => None,
-    };
-    let dev = device(device_name)?;
-    let mut loaded = LoadedModel::open(weights, cfg.as_ref(), &dev)?;
-    if config.is_none() && !overrides.is_empty() {
-        // Apply the overrides to the checkpoint's own config.
-        let yaml = loaded.config.to_yaml();
-        let name = format!("config of {}", weights.display());
-        let cfg = RunConfig::from_yaml(&yaml, &name, &overrides)?;
-        if cfg.model != loaded.config.model {
-            bail!(
-                "--set cannot change the architecture of {}",
-                weights.display()
-            );
+        other => {
+            eprintln!("training ended: {other:?}");
+            println!("{}", other.run_dir().display());
+            Ok(ExitCode::SUCCESS)
         }
-        loaded.config = cfg;
     }
-    Ok(loaded)
 }
 
 /// `eval`.
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
-    let split: EvalSplit = args.split.parse().map_err(anyhow::Error::msg)?;
-    let loaded = open_model(
-        &args.weights,
-        args.config.as_deref(),
-        &args.set,
-        &args.data,
-        &args.device,
-    )?;
-    let dir = loaded.config.data_dir();
-    ensure_data(&dir, &args.data)?;
-    let data = Datasets::load(&dir, &loaded.config.data)
-        .with_context(|| format!("loading CIFAR-10 from {}", dir.display()))?;
-    let normalizer = std::sync::Arc::new(loaded.normalizer(Some(&data.train)));
-    let set = data.get(split)?;
-    let result = evaluate(
-        &loaded.model,
-        &set,
-        &normalizer,
-        loaded.config.training.eval_batch_size,
-        &data.class_names,
-    )?;
-    let report = EvalReport {
-        weights: args.weights.display().to_string(),
-        architecture: loaded.model.config().name(),
-        split: split.to_string(),
-        iteration: loaded.iteration,
-        result,
+    let request = ModelRequest {
+        weights: args.weights.clone(),
+        config: args.config.clone(),
+        overrides: overrides_with_data_dir(&args.set, &args.data)?,
+        device: args.device,
+        data: data_source(&args.data),
     };
+    let report = evaluate_weights(&request, args.split)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -312,22 +197,14 @@ fn print_eval(r: &EvalReport) {
 
 /// `predict`.
 pub fn predict(args: PredictArgs) -> Result<ExitCode> {
-    let loaded = open_model(
-        &args.checkpoint,
-        args.config.as_deref(),
-        &[],
-        &args.data,
-        &args.device,
-    )?;
-    let normalizer = if loaded.needs_training_data() {
-        let dir = loaded.config.data_dir();
-        ensure_data(&dir, &args.data)?;
-        let data = Datasets::load(&dir, &loaded.config.data)?;
-        loaded.normalizer(Some(&data.train))
-    } else {
-        loaded.normalizer(None)
+    let request = ModelRequest {
+        weights: args.checkpoint.clone(),
+        config: args.config.clone(),
+        overrides: overrides_with_data_dir(&[], &args.data)?,
+        device: args.device,
+        data: data_source(&args.data),
     };
-    let results = trainer::predict::predict_files(&loaded, &normalizer, &args.images, args.top_k)?;
+    let results = trainer::predict::predict(&request, &args.images, args.top_k)?;
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if args.json {
         let rows: Vec<serde_json::Value> = results
@@ -365,7 +242,7 @@ pub fn predict(args: PredictArgs) -> Result<ExitCode> {
 /// `summary`.
 pub fn summary(args: SummaryArgs) -> Result<ExitCode> {
     let overrides = parse_overrides(&args.set)?;
-    let cfg = load_config(args.config.as_deref(), &overrides)?;
+    let cfg = RunConfig::from_file_or_default(args.config.as_deref(), &overrides)?;
     print!("{}", model_summary(&cfg.model)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@
 //! let code = resnet_cli::main_entry(["resnet-cli", "summary", "configs/smoke.yaml"]);
 //! ```
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ use clap::Parser;
 pub mod args;
 pub mod commands;
 pub mod progress;
+pub mod tune;
 
 use args::{Cli, Command};
 

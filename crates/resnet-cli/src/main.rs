@@ -1,6 +1,6 @@
 //! `resnet-cli`: train, evaluate and inspect CIFAR-10 ResNets. See `resnet-cli --help`.
 
 fn main() -> std::process::ExitCode {
-    trainer::tune_process();
+    resnet_cli::tune::tune_process();
     resnet_cli::main_entry(std::env::args_os())
 }

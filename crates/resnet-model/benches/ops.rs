@@ -9,6 +9,11 @@
 //! "bwd" times `y.backward()` with `dy = 1`, which includes candle's gradient bookkeeping
 //! (a zero tensor plus an add per argument), as in a real training step.
 
+// The process tuning `resnet-cli` applies, from the same file, so the benchmark measures
+// what users run.
+#[path = "../../resnet-cli/src/tune.rs"]
+mod tune;
+
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
@@ -39,7 +44,7 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    resnet_model::ops::tune_runtime();
+    tune::tune_process();
     let (mut batch, mut iters, mut slow) = (128usize, 10usize, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

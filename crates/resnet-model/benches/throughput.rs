@@ -16,7 +16,13 @@
 //! `bench/pytorch/bench_resnet.py`:
 //! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...`
 //! With `--profile`, a train run also prints the median forward / backward / update times;
-//! `--no-tuning` skips `ops::tune_runtime()` (allocator thresholds, `CANDLE_NUM_THREADS=1`).
+//! `--no-tuning` skips `tune_process()` (resnet-cli's `src/tune.rs`: allocator thresholds,
+//! `CANDLE_NUM_THREADS=1`).
+
+// The process tuning `resnet-cli` applies, from the same file, so the benchmark measures
+// what users run.
+#[path = "../../resnet-cli/src/tune.rs"]
+mod tune;
 
 use std::process::Command;
 use std::time::Instant;
@@ -61,7 +67,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--warmup" => a.warmup = num("--warmup")?,
             "--iters" => a.iters = num("--iters")?,
             "--profile" => a.profile = true,
-            // skip `ops::tune_runtime()` (to measure what it does)
+            // skip `tune_process()` (to measure what it does)
             "--no-tuning" => {}
             // passed by `cargo bench`
             "--bench" => {}
@@ -235,7 +241,7 @@ fn infer(a: &Args) -> Result<()> {
 
 fn main() {
     if !std::env::args().any(|a| a == "--no-tuning") {
-        resnet_model::ops::tune_runtime();
+        tune::tune_process();
     }
     let a = match parse_args() {
         Ok(a) => a,

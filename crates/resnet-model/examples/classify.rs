@@ -35,20 +35,9 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, D};
+use cifar_data::CLASS_NAMES;
 use resnet_model::{io, ResNetConfig, ResNetModel, Shortcut};
 
-const CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -264,7 +253,7 @@ fn run() -> Res<()> {
         None => None,
     };
     let name = |c: u32| -> String {
-        match CLASSES.get(c as usize) {
+        match CLASS_NAMES.get(c as usize) {
             Some(s) if model.config().num_classes == 10 => s.to_string(),
             _ => format!("class {c}"),
         }

@@ -39,16 +39,56 @@ pub fn read_config(path: &Path) -> Result<Option<ResNetConfig>> {
     Ok(Some(cfg))
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// The temporary file [`write_atomic`] writes `path` through: `.NAME.tmp-PID` in the same
+/// directory (so a crashed writer's leftovers are recognisable and removable).
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model.safetensors".to_string());
+        .map_or_else(|| "file".to_string(), |n| n.to_string_lossy().into_owned());
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Writes `state` with the config in the metadata to `path`: first to a temporary file in
-/// the same directory, then renamed over `path`, so a failure never leaves a partial file.
+/// Writes `bytes` to `path` so that `path` holds either its old content or all of the new,
+/// never part of it, even across a crash or power loss: the bytes go to [`temp_path`],
+/// are flushed to disk (`fsync`), the file is renamed over `path`, and the directory entry
+/// is flushed too. On error the temporary file is removed. Every file this project writes
+/// whole (weights, checkpoints, configs, metrics, reports, plots) goes through here.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = temp_path(path);
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        sync_parent(path);
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Flushes the directory entry of `path` (best effort: some file systems refuse to open a
+/// directory for syncing, and the data itself is already on disk).
+fn sync_parent(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// Writes `state` with the config in the metadata to `path` through [`write_atomic`], so a
+/// failure never leaves a partial file.
 pub fn write_state(
     cfg: &ResNetConfig,
     state: &BTreeMap<String, Tensor>,
@@ -59,13 +99,7 @@ pub fn write_state(
         ("format".to_string(), "pt".to_string()),
         (CONFIG_METADATA_KEY.to_string(), cfg_json),
     ]);
-    let tmp = temp_path(path);
-    let written = safetensors::serialize_to_file(state.iter(), Some(metadata), &tmp)
-        .map_err(candle_core::Error::from)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(candle_core::Error::from));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.with_path(path));
-    }
-    Ok(())
+    let bytes = safetensors::serialize(state.iter(), Some(metadata))
+        .map_err(|e| candle_core::Error::from(e).with_path(path))?;
+    write_atomic(path, &bytes).map_err(|e| candle_core::Error::from(e).with_path(path))
 }

@@ -71,6 +71,7 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod batch_norm;
 pub mod block;

@@ -129,6 +129,7 @@ impl Default for DataConfig {
 /// Where a run computes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum DeviceChoice {
     /// CUDA device 0 when built with the `cuda` feature and a GPU is usable, else the CPU.
     #[default]
@@ -137,6 +138,16 @@ pub enum DeviceChoice {
     Cpu,
     /// CUDA device 0 (an error if unavailable).
     Cuda,
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        })
+    }
 }
 
 impl std::str::FromStr for DeviceChoice {
@@ -331,12 +342,39 @@ impl RunConfig {
         hex::encode(Sha256::digest(self.to_yaml().as_bytes()))
     }
 
+    /// The config at `path` with `overrides`; without a path, the built-in paper recipe
+    /// ([`DEFAULT_CONFIG_YAML`]) with `overrides`.
+    pub fn from_file_or_default(
+        path: Option<&std::path::Path>,
+        overrides: &[Override],
+    ) -> Result<Self> {
+        match path {
+            Some(p) => Self::from_file(p, overrides),
+            None => Self::from_yaml(DEFAULT_CONFIG_YAML, DEFAULT_CONFIG_NAME, overrides),
+        }
+    }
+
     /// The dataset directory: `data.dir`, else `$CIFAR10_DIR`, else `data/cifar-10`.
     pub fn data_dir(&self) -> PathBuf {
         self.data
             .dir
             .clone()
             .unwrap_or_else(cifar_data::fetch::default_data_dir)
+    }
+
+    /// The training loader's config, gathered from where the YAML keeps its keys (kept there
+    /// so that existing configs and checkpoints read unchanged): `training.batch_size`,
+    /// `training.drop_last`, `training.prefetch`, `data.augment` and `seed`; the training
+    /// data is always shuffled (per epoch, from the seed).
+    pub fn loader_config(&self) -> cifar_data::LoaderConfig {
+        cifar_data::LoaderConfig {
+            batch_size: self.training.batch_size,
+            shuffle: true,
+            drop_last: self.training.drop_last,
+            augment: self.data.augment,
+            seed: self.seed,
+            prefetch: self.training.prefetch,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The image sets of a run, prepared from the `data` section of its config.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cifar_data::{Cifar10, DataError, ImageSet};
@@ -21,7 +21,60 @@ pub struct Datasets {
     pub class_names: Vec<String>,
 }
 
+/// Where CIFAR-10 comes from when it is not installed yet (`--from`, `--url`; with neither,
+/// `$CIFAR10_ARCHIVE`, `$CIFAR10_URL`, then the official host: see
+/// [`cifar_data::fetch::fetch`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataSource {
+    /// A local `cifar-10-binary.tar.gz`.
+    pub from: Option<PathBuf>,
+    /// A mirror URL of the archive.
+    pub url: Option<String>,
+    /// Show the download's progress bar and the repair report on stderr.
+    pub progress: bool,
+}
+
+/// Installs CIFAR-10 into `dir` from `source` unless its files are there (same code and
+/// checks as `cargo xtask fetch-cifar`); logs what it did.
+pub fn ensure_installed(dir: &Path, source: &DataSource) -> Result<()> {
+    if cifar_data::fetch::is_present(dir) {
+        return Ok(());
+    }
+    tracing::info!("CIFAR-10 is not in {}; fetching it", dir.display());
+    let opts = cifar_data::fetch::FetchOptions {
+        url: source.url.clone(),
+        from: source.from.clone(),
+        progress: source.progress,
+        ..cifar_data::fetch::FetchOptions::new(dir)
+    };
+    let outcome = cifar_data::fetch::fetch(&opts).map_err(|source| TrainError::Dataset {
+        action: "installing",
+        dir: dir.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    match outcome {
+        cifar_data::fetch::FetchOutcome::Installed { dir, source, .. } => {
+            tracing::info!("installed CIFAR-10 from {source} into {}", dir.display());
+        }
+        other => tracing::info!("{other:?}"),
+    }
+    Ok(())
+}
+
 impl Datasets {
+    /// [`ensure_installed`] into `dir`, then [`load`](Self::load).
+    pub fn load_or_fetch(dir: &Path, cfg: &DataConfig, source: &DataSource) -> Result<Self> {
+        ensure_installed(dir, source)?;
+        Self::load(dir, cfg).map_err(|e| match e {
+            TrainError::Data(source) => TrainError::Dataset {
+                action: "loading",
+                dir: dir.to_path_buf(),
+                source: Box::new(source),
+            },
+            other => other,
+        })
+    }
+
     /// Loads CIFAR-10 from `dir` and prepares it as `cfg` says.
     pub fn load(dir: &Path, cfg: &DataConfig) -> Result<Self> {
         let data = cifar_data::load(dir)?;
@@ -70,6 +123,7 @@ impl Datasets {
 
 /// Which set to evaluate on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum EvalSplit {
     /// The test images.
     #[default]

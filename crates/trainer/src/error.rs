@@ -54,6 +54,17 @@ pub enum TrainError {
         source: std::io::Error,
     },
 
+    /// CIFAR-10 could not be installed into, or loaded from, a data directory.
+    #[error("{action} CIFAR-10 in {}: {source}", dir.display())]
+    Dataset {
+        /// `installing` or `loading`.
+        action: &'static str,
+        /// The data directory.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<cifar_data::DataError>,
+    },
     /// An error from the data layer (missing dataset, bad file, bad split…).
     #[error(transparent)]
     Data(#[from] cifar_data::DataError),
@@ -77,6 +88,22 @@ pub enum TrainError {
         reason: String,
     },
 
+    /// A config file given beside `--resume` that describes another network than the run.
+    #[error(
+        "{} describes {given}, but the run being resumed ({}) trains {stored}",
+        file.display(),
+        checkpoint.display()
+    )]
+    ResumeConfigMismatch {
+        /// The config file given.
+        file: PathBuf,
+        /// The checkpoint resumed from.
+        checkpoint: PathBuf,
+        /// The architecture the file describes.
+        given: String,
+        /// The architecture of the run.
+        stored: String,
+    },
     /// A checkpoint whose network differs from the one the config asks for.
     #[error(
         "checkpoint {} holds a {found} network, but the config asks for {expected}; \

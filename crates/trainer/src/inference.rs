@@ -3,7 +3,7 @@
 //! PyTorch), whose preprocessing comes from a config.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -12,10 +12,11 @@ use resnet_model::{ResNetConfig, ResNetModel, Shortcut};
 use serde::Serialize;
 
 use crate::checkpoint::WeightsFile;
-use crate::config::{RunConfig, DEFAULT_CONFIG_NAME};
-use crate::data::{Datasets, EvalSplit};
+use crate::config::{DeviceChoice, RunConfig, DEFAULT_CONFIG_NAME};
+use crate::data::{DataSource, Datasets, EvalSplit};
 use crate::error::{Result, TrainError};
 use crate::evaluate::{evaluate, EvalResult};
+use crate::overrides::Override;
 
 /// A model ready for inference, with the preprocessing it expects.
 #[derive(Debug)]
@@ -129,7 +130,7 @@ impl LoadedModel {
                     model,
                     config,
                     stored_normalizer: None,
-                    class_names: cifar_data::synthetic::CLASS_NAMES
+                    class_names: cifar_data::CLASS_NAMES
                         .iter()
                         .map(|s| s.to_string())
                         .collect(),
@@ -180,32 +181,88 @@ pub struct EvalReport {
     pub result: EvalResult,
 }
 
-/// Evaluates the weights at `path` on `split` of the data `config` designates (see
-/// [`LoadedModel::open`] for how `config` is used).
-pub fn evaluate_weights(
-    path: &Path,
-    config: Option<&RunConfig>,
-    split: EvalSplit,
-    device: &Device,
-) -> Result<EvalReport> {
-    let loaded = LoadedModel::open(path, config, device)?;
-    let data = Datasets::load(&loaded.config.data_dir(), &loaded.config.data)?;
-    let normalizer = Arc::new(loaded.normalizer(Some(&data.train)));
-    let set = data.get(split)?;
-    let names = if data.class_names.is_empty() {
-        loaded.class_names.clone()
-    } else {
-        data.class_names.clone()
-    };
-    let result = evaluate(
-        &loaded.model,
-        &set,
-        &normalizer,
-        loaded.config.training.eval_batch_size,
-        &names,
-    )?;
+/// What to load for inference, as `resnet-cli eval`/`predict` are asked for it.
+#[derive(Clone, Debug, Default)]
+pub struct ModelRequest {
+    /// A training checkpoint or a bare weights file.
+    pub weights: PathBuf,
+    /// A run config file (see [`LoadedModel::open`] for how it is used).
+    pub config: Option<PathBuf>,
+    /// Overrides, applied to `config` if given, else to the checkpoint's own config (or,
+    /// for bare weights, to the built-in one); they cannot change the architecture.
+    pub overrides: Vec<Override>,
+    /// Where to compute.
+    pub device: DeviceChoice,
+    /// Where CIFAR-10 comes from when it is needed and missing.
+    pub data: DataSource,
+}
+
+impl LoadedModel {
+    /// Loads what `request` names: the config file parsed once (with the overrides), or
+    /// the overrides applied to the weights' own config.
+    pub fn load(request: &ModelRequest) -> Result<Self> {
+        let path = &request.weights;
+        let overrides = &request.overrides;
+        let device = crate::device::select_device(request.device)?;
+        let given = request
+            .config
+            .as_deref()
+            .map(|p| RunConfig::from_file(p, overrides))
+            .transpose()?;
+        let mut loaded = Self::open(path, given.as_ref(), &device)?;
+        if given.is_none() && !overrides.is_empty() {
+            let name = format!("config of {}", path.display());
+            let cfg = RunConfig::from_yaml(&loaded.config.to_yaml(), &name, overrides)?;
+            if cfg.model != loaded.config.model {
+                return Err(TrainError::ArchitectureMismatch {
+                    path: path.clone(),
+                    expected: format!("{} (set with --set)", cfg.model.name()),
+                    found: loaded.config.model.name(),
+                });
+            }
+            loaded.config = cfg;
+        }
+        Ok(loaded)
+    }
+
+    /// The normalizer, loading the training images (installed from `source` if missing)
+    /// only when it has to be fitted on them.
+    pub fn prepare_normalizer(&self, source: &DataSource) -> Result<Normalizer> {
+        if !self.needs_training_data() {
+            return Ok(self.normalizer(None));
+        }
+        let data = Datasets::load_or_fetch(&self.config.data_dir(), &self.config.data, source)?;
+        Ok(self.normalizer(Some(&data.train)))
+    }
+
+    /// Evaluates the model on `split` of `data` (prepared from its config's data section).
+    pub fn evaluate(&self, data: &Datasets, split: EvalSplit) -> Result<EvalResult> {
+        let normalizer = Arc::new(self.normalizer(Some(&data.train)));
+        let set = data.get(split)?;
+        let names = if data.class_names.is_empty() {
+            self.class_names.clone()
+        } else {
+            data.class_names.clone()
+        };
+        evaluate(
+            &self.model,
+            &set,
+            &normalizer,
+            self.config.training.eval_batch_size,
+            &names,
+        )
+    }
+}
+
+/// Evaluates the weights `request` names on `split` of the data their config designates,
+/// installing CIFAR-10 if it is missing: the whole of `resnet-cli eval` but the printing.
+pub fn evaluate_weights(request: &ModelRequest, split: EvalSplit) -> Result<EvalReport> {
+    let loaded = LoadedModel::load(request)?;
+    let cfg = &loaded.config;
+    let data = Datasets::load_or_fetch(&cfg.data_dir(), &cfg.data, &request.data)?;
+    let result = loaded.evaluate(&data, split)?;
     Ok(EvalReport {
-        weights: path.display().to_string(),
+        weights: request.weights.display().to_string(),
         architecture: loaded.model.config().name(),
         split: split.to_string(),
         iteration: loaded.iteration,

@@ -13,6 +13,23 @@
 //! * [`stretch`]: the sessions a long run was trained in (commit, CPU, wall time);
 //!   [`runs_table`]: several runs (seeds) in one table, mean ± std.
 //!
+//! The config-driven path, as `resnet-cli train configs/resnet20.yaml` takes it (installs
+//! CIFAR-10 if missing, trains, checkpoints, tests, writes the report):
+//!
+//! ```no_run
+//! use trainer::{progress::NoProgress, TrainOptions, TrainRequest};
+//!
+//! let request = TrainRequest { config: Some("configs/resnet20.yaml".into()), ..Default::default() };
+//! let outcome = trainer::train(&request, &TrainOptions::default(), &mut NoProgress)?;
+//! println!("run directory: {}", outcome.run_dir().display());
+//! # Ok::<(), trainer::TrainError>(())
+//! ```
+//!
+//! `examples/train.rs` writes the loop by hand instead, from the public pieces (data loader,
+//! model, [`sgd::Sgd`], [`schedule`], [`loss`], [`evaluate`]) in under 60 lines.
+//!
+//! Configs parse with errors that name the key and line:
+//!
 //! ```
 //! use trainer::config::RunConfig;
 //! use trainer::overrides::Override;
@@ -29,6 +46,7 @@
 //! assert!(err.to_string().contains("bad.yaml line 2: invalid value for `model.depth`"));
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod checkpoint;
 pub mod config;
@@ -47,6 +65,7 @@ pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod run_dir;
+pub mod running_stats;
 pub mod runs_table;
 pub mod schedule;
 pub mod session;
@@ -57,15 +76,6 @@ pub mod tensorboard;
 mod train_loop;
 
 pub use config::RunConfig;
-pub use data::{Datasets, EvalSplit};
+pub use data::{DataSource, Datasets, EvalSplit};
 pub use error::TrainError;
-pub use session::{StopReason, TrainOptions, TrainOutcome, TrainSession};
-
-/// Tunes the process for training speed; call it first thing in `main`, before any other
-/// thread exists. Raises glibc's allocator thresholds so the multi-MB activation buffers of a
-/// training step are reused instead of returned to the kernel and page-faulted in again, and
-/// sets `CANDLE_NUM_THREADS=1` (unless set) so candle's own thread pool does not compete with
-/// the kernels' rayon pool. See `resnet_model::ops::tune_runtime`.
-pub fn tune_process() {
-    resnet_model::ops::tune_runtime();
-}
+pub use session::{train, StopReason, TrainOptions, TrainOutcome, TrainRequest, TrainSession};

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::{Result, TrainError};
+use crate::run_dir::write_file;
 
 /// What a metrics row summarizes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,8 +112,8 @@ impl MetricsLog {
             c.push_str(&r.to_csv());
             c.push('\n');
         }
-        write_atomic(&self.jsonl, j.as_bytes())?;
-        write_atomic(&self.csv, c.as_bytes())
+        write_file(&self.jsonl, j.as_bytes())?;
+        write_file(&self.csv, c.as_bytes())
     }
 
     /// Appends a row to both files.

@@ -2,8 +2,8 @@
 //!
 //! Text uses DejaVu Sans embedded in the binary (the `dejavu` crate, registered through
 //! plotters' `ab_glyph` feature), so charts render identically on machines without any system
-//! fonts. Files are written atomically: the chart goes to a temporary file in the same folder,
-//! which is then renamed over the destination.
+//! fonts. The chart is drawn into memory, encoded as PNG (the `image` crate) and written
+//! atomically (`resnet_model::io::write_atomic`: temporary file, fsync, rename).
 //!
 //! Non-finite points (and, on a log axis, points `<= 0`) are left out and break the line, so a
 //! diverging run still plots; an empty series or chart draws empty axes.
@@ -132,22 +132,15 @@ pub fn line_chart(
     };
     let y = extent(all().map(|p| p.1));
 
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "chart".into());
-    let tmp = dir.join(format!(".{name}.tmp{}.png", std::process::id()));
     let io_err = |source| PlotError::Io {
         path: path.to_path_buf(),
         source,
     };
 
+    let (w, h) = CHART_SIZE;
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
     let drawn = {
-        let root = BitMapBackend::new(&tmp, CHART_SIZE).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, CHART_SIZE).into_drawing_area();
         let labels = Labels {
             log_y,
             legend: Corner::UpperRight,
@@ -177,16 +170,24 @@ pub fn line_chart(
         res.and_then(|()| root.present().map_err(|e| e.to_string()))
     };
     if let Err(message) = drawn {
-        let _ = std::fs::remove_file(&tmp);
         return Err(PlotError::Draw {
             path: path.to_path_buf(),
             message,
         });
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(e)
-    })
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &pixels,
+        w,
+        h,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| PlotError::Draw {
+        path: path.to_path_buf(),
+        message: format!("encoding the PNG: {e}"),
+    })?;
+    resnet_model::io::write_atomic(path, &png).map_err(io_err)
 }
 
 /// Lower end of a log axis ending at `hi`, at most `lo`. plotters labels a log axis from the

@@ -15,7 +15,7 @@ use image::imageops::FilterType;
 use serde::Serialize;
 
 use crate::error::{ModelContext, Result, TrainError};
-use crate::inference::LoadedModel;
+use crate::inference::{LoadedModel, ModelRequest};
 
 /// One class and its probability.
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -56,6 +56,20 @@ pub fn load_image(path: &Path) -> Result<Vec<u8>> {
         }
     }
     Ok(chw)
+}
+
+/// What each image file is: the `top_k` classes of every file in `images` by the model
+/// `request` names (its normalizer fitted on the training images first when it must be),
+/// in order; a file that cannot be read gets its own error. The whole of
+/// `resnet-cli predict` but the printing.
+pub fn predict(
+    request: &ModelRequest,
+    images: &[PathBuf],
+    top_k: usize,
+) -> Result<Vec<(PathBuf, Result<Vec<Prediction>>)>> {
+    let loaded = LoadedModel::load(request)?;
+    let normalizer = loaded.prepare_normalizer(&request.data)?;
+    predict_files(&loaded, &normalizer, images, top_k)
 }
 
 /// The `top_k` classes of each image file, in order. A file that cannot be read gets its

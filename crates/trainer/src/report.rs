@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::Result;
 use crate::evaluate::EvalResult;
+use crate::run_dir::write_file;
 
 /// Test results of one model of a run.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -69,8 +69,8 @@ impl Report {
     /// Writes `report.json` and `report.md` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self).expect("report serializes");
-        write_atomic(&dir.join("report.json"), json.as_bytes())?;
-        write_atomic(&dir.join("report.md"), self.to_markdown().as_bytes())
+        write_file(&dir.join("report.json"), json.as_bytes())?;
+        write_file(&dir.join("report.md"), self.to_markdown().as_bytes())
     }
 
     /// The report as Markdown.

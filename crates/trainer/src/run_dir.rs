@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::CheckpointDir;
+use crate::checkpoint::{Checkpoint, CheckpointDir};
 use crate::error::{Result, TrainError};
 
 /// Paths of a run directory.
@@ -141,18 +141,34 @@ impl RunDir {
     }
 }
 
+/// Writes a whole file of a run through [`resnet_model::io::write_atomic`] (temporary file,
+/// `fsync`, rename): a reader never sees half of it.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    resnet_model::io::write_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
+}
+
 /// Resolves `train --resume <path>`: a run directory (its newest checkpoint that verifies,
-/// see [`CheckpointDir::newest_good`]) or a checkpoint
-/// file (its run directory is the parent of `checkpoints/`). Returns `(run dir, checkpoint)`.
-pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
+/// see [`CheckpointDir::newest_good`]) or a checkpoint file (its run directory is the parent
+/// of `checkpoints/`). Returns the run directory, the checkpoint's path and the checkpoint,
+/// read (once) onto the CPU.
+pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf, Checkpoint)> {
     if path.is_dir() {
         let ckdir = CheckpointDir::new(path.join("checkpoints"), usize::MAX)?;
-        let (ckpt, _) = ckdir.newest_good()?.ok_or_else(|| TrainError::RunDir {
-            path: path.to_path_buf(),
-            reason: "no checkpoint in checkpoints/ to resume from".into(),
-        })?;
-        return Ok((path.to_path_buf(), ckpt));
+        let (file, ckpt) = ckdir
+            .newest_good_checkpoint()?
+            .ok_or_else(|| TrainError::RunDir {
+                path: path.to_path_buf(),
+                reason: "no checkpoint in checkpoints/ to resume from".into(),
+            })?;
+        return Ok((path.to_path_buf(), file, ckpt));
     }
+    let run = run_of_checkpoint(path)?;
+    let ckpt = Checkpoint::read(path, &candle_core::Device::Cpu)?;
+    Ok((run, path.to_path_buf(), ckpt))
+}
+
+/// The run directory a checkpoint file belongs to: the parent of its `checkpoints/`.
+fn run_of_checkpoint(path: &Path) -> Result<PathBuf> {
     if !path.is_file() {
         return Err(TrainError::RunDir {
             path: path.to_path_buf(),
@@ -160,17 +176,16 @@ pub fn resolve_resume(path: &Path) -> Result<(PathBuf, PathBuf)> {
         });
     }
     let parent = path.parent().unwrap_or(Path::new("."));
-    let run = if parent.file_name().is_some_and(|n| n == "checkpoints") {
-        parent.parent().unwrap_or(Path::new(".")).to_path_buf()
+    if parent.file_name().is_some_and(|n| n == "checkpoints") {
+        Ok(parent.parent().unwrap_or(Path::new(".")).to_path_buf())
     } else {
-        return Err(TrainError::RunDir {
+        Err(TrainError::RunDir {
             path: path.to_path_buf(),
             reason: "a checkpoint to resume from must sit in a run's checkpoints/ directory \
                      (the run continues in that run directory)"
                 .into(),
-        });
-    };
-    Ok((run, path.to_path_buf()))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -195,8 +210,13 @@ mod tests {
             e.contains("no checkpoint can be resumed") && e.contains("iter-0000010"),
             "{e}"
         );
-        // A checkpoint file given directly resolves to its run directory.
-        assert_eq!(resolve_resume(&ck).unwrap().0, a.root().to_path_buf());
+        // A checkpoint file given directly belongs to its run directory, and is read.
+        assert_eq!(run_of_checkpoint(&ck).unwrap(), a.root().to_path_buf());
+        let e = resolve_resume(&ck).unwrap_err().to_string();
+        assert!(
+            e.contains("iter-0000010") && e.contains("not a valid safetensors"),
+            "{e}"
+        );
         let fixed = tmp.path().join("results/run");
         let r = RunDir::create_at(&fixed).unwrap();
         assert_eq!(r.root(), fixed);

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 /// An invalid value in a learning-rate schedule configuration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid learning-rate schedule `{field}`: {message}")]
+#[non_exhaustive]
 pub struct ScheduleConfigError {
     /// Dotted path of the offending field relative to the schedule, e.g. `kind.milestones`.
     pub field: String,

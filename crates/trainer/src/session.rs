@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
-use crate::data::Datasets;
+use crate::data::{DataSource, Datasets};
 use crate::error::{Result, TrainError};
 use crate::overrides::Override;
 use crate::progress::TrainObserver;
@@ -33,8 +33,40 @@ pub struct TrainOptions {
     pub note: Option<String>,
 }
 
+/// What `resnet-cli train` is asked for, as data: the run [`train`] starts or resumes.
+#[derive(Clone, Debug, Default)]
+pub struct TrainRequest {
+    /// The run config file; `None` for the built-in paper recipe. With
+    /// [`resume`](Self::resume) the run keeps the checkpoint's config, and a file given here
+    /// is only checked against it ([`TrainSession::check_config_file`]).
+    pub config: Option<PathBuf>,
+    /// Continue this run: its directory (newest checkpoint that verifies) or a checkpoint.
+    pub resume: Option<PathBuf>,
+    /// A fixed directory for a new run ([`TrainSession::in_dir`]).
+    pub run_dir: Option<PathBuf>,
+    /// Config overrides (`--set key=value`, and the flags that stand for one).
+    pub overrides: Vec<Override>,
+    /// Where CIFAR-10 comes from when the data directory lacks it.
+    pub data: DataSource,
+}
+
+/// Starts or resumes the run `request` describes, installs CIFAR-10 if it is missing, and
+/// trains until the end or until `options` stop it, reporting progress to `observer`: the
+/// whole of `resnet-cli train` but the printing.
+pub fn train(
+    request: &TrainRequest,
+    options: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    let session = TrainSession::from_request(request)?;
+    let cfg = session.config();
+    let data = Datasets::load_or_fetch(&cfg.data_dir(), &cfg.data, &request.data)?;
+    session.run(data, options, observer)
+}
+
 /// Why a run stopped before its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// The stop flag was raised (Ctrl-C / SIGTERM).
     Interrupted,
@@ -57,6 +89,7 @@ impl StopReason {
 
 /// How a training session ended.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum TrainOutcome {
     /// The run reached `max_iterations`; the report is written.
     Finished {
@@ -102,8 +135,10 @@ pub struct TrainSession {
 #[derive(Debug)]
 pub(crate) struct ResumePoint {
     pub(crate) run_dir: PathBuf,
-    pub(crate) checkpoint: PathBuf,
-    pub(crate) meta: CheckpointMeta,
+    /// The checkpoint's path.
+    pub(crate) path: PathBuf,
+    /// The checkpoint, read once (on the CPU) when the session was created.
+    pub(crate) checkpoint: Checkpoint,
 }
 
 impl TrainSession {
@@ -134,13 +169,13 @@ impl TrainSession {
     /// computation (model, data order, batch size, optimizer, schedule before the current
     /// iteration) makes the result differ from an uninterrupted run.
     pub fn resume(path: &Path, overrides: &[Override]) -> Result<Self> {
-        let (run_dir, checkpoint) = resolve_resume(path)?;
-        let meta = Checkpoint::read_meta(&checkpoint)?;
-        let name = format!("config stored in {}", checkpoint.display());
+        let (run_dir, path, checkpoint) = resolve_resume(path)?;
+        let meta = &checkpoint.meta;
+        let name = format!("config stored in {}", path.display());
         let config = RunConfig::from_yaml(&meta.config_yaml, &name, overrides)?;
         if config.model != meta.architecture {
             return Err(TrainError::ArchitectureMismatch {
-                path: checkpoint,
+                path,
                 expected: config.model.name(),
                 found: meta.architecture.name(),
             });
@@ -150,10 +185,65 @@ impl TrainSession {
             run_dir: None,
             resume: Some(ResumePoint {
                 run_dir,
+                path,
                 checkpoint,
-                meta,
             }),
         })
+    }
+
+    /// For a resumed session, checks a config file given beside `--resume` (with the same
+    /// `overrides`): the run keeps the checkpoint's config, so the file must describe the
+    /// same network (an error otherwise), and any other difference is reported with a
+    /// warning. Output and data locations may differ silently. Does nothing for a new run.
+    pub fn check_config_file(&self, file: &Path, overrides: &[Override]) -> Result<()> {
+        let Some(point) = &self.resume else {
+            return Ok(());
+        };
+        let given = RunConfig::from_file(file, overrides)?;
+        let stored = &self.config;
+        if given.model != stored.model {
+            return Err(TrainError::ResumeConfigMismatch {
+                file: file.to_path_buf(),
+                checkpoint: point.path.clone(),
+                given: given.model.name(),
+                stored: stored.model.name(),
+            });
+        }
+        let mut same = given;
+        same.output = stored.output.clone();
+        same.data.dir.clone_from(&stored.data.dir);
+        if same != *stored {
+            tracing::warn!(
+                "{} differs from the config stored in {}; the run continues with the stored \
+                 one (change values with --set)",
+                file.display(),
+                point.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The session a [`TrainRequest`] describes: [`resume`](Self::resume) (checking a
+    /// config file given beside it), or a new run from the config file (or the built-in
+    /// recipe), in [`run_dir`](TrainRequest::run_dir) if given.
+    pub fn from_request(request: &TrainRequest) -> Result<Self> {
+        let overrides = &request.overrides;
+        match &request.resume {
+            Some(path) => {
+                let session = Self::resume(path, overrides)?;
+                if let Some(file) = &request.config {
+                    session.check_config_file(file, overrides)?;
+                }
+                Ok(session)
+            }
+            None => {
+                let config = RunConfig::from_file_or_default(request.config.as_deref(), overrides)?;
+                Ok(match &request.run_dir {
+                    Some(dir) => Self::in_dir(config, dir),
+                    None => Self::new(config),
+                })
+            }
+        }
     }
 
     /// The config the session runs with.
@@ -168,7 +258,7 @@ impl TrainSession {
 
     /// Iterations already done, for a resumed session.
     pub fn resumed_iteration(&self) -> Option<u64> {
-        self.resume.as_ref().map(|r| r.meta.iteration)
+        self.resume.as_ref().map(|r| r.checkpoint.meta.iteration)
     }
 
     /// Trains on `data` (prepared from [`config`](Self::config)`.data`, e.g. with

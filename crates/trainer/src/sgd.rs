@@ -72,6 +72,7 @@ impl Default for SgdConfig {
 /// An invalid value in an [`SgdConfig`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid optimizer `{field}`: {message}")]
+#[non_exhaustive]
 pub struct SgdConfigError {
     /// Name of the offending field, e.g. `momentum`.
     pub field: &'static str,

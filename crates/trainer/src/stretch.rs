@@ -14,8 +14,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::write_atomic;
 use crate::error::{Result, TrainError};
+use crate::run_dir::write_file;
 
 /// File name of the appended JSON-lines log.
 pub const STRETCHES_JSONL: &str = "stretches.jsonl";
@@ -107,7 +107,7 @@ pub fn append(run_dir: &Path, stretch: &Stretch) -> Result<()> {
         .and_then(|()| f.sync_all())
         .map_err(|e| TrainError::io(&path, e))?;
     let all = read(run_dir)?;
-    write_atomic(&run_dir.join(STRETCHES_MD), to_markdown(&all).as_bytes())
+    write_file(&run_dir.join(STRETCHES_MD), to_markdown(&all).as_bytes())
 }
 
 /// Reads `<run_dir>/stretches.jsonl` (empty when the file does not exist).

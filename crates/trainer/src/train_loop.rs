@@ -11,7 +11,7 @@ use candle_core::Device;
 use cifar_data::{BatchLoader, Normalizer};
 use resnet_model::ResNetModel;
 
-use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointMeta, RunningStats, FORMAT_VERSION};
+use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointMeta, FORMAT_VERSION};
 use crate::config::RunConfig;
 use crate::data::Datasets;
 use crate::error::{ModelContext, Result, TrainError};
@@ -20,6 +20,7 @@ use crate::loss::{accuracy_count, cross_entropy};
 use crate::metrics::{MetricsLog, MetricsRecord, RecordKind};
 use crate::progress::{RunStart, StepInfo, TrainObserver};
 use crate::run_dir::RunDir;
+use crate::running_stats::RunningStats;
 use crate::session::{StopReason, TrainOptions, TrainOutcome, TrainSession};
 
 mod finish;

@@ -150,10 +150,7 @@ fn images_are_converted_resized_and_errors_are_per_file() {
         assert!(preds
             .iter()
             .all(|p| p.probability > 0.0 && p.probability < 1.0));
-        assert_eq!(
-            preds[0].class,
-            cifar_data::synthetic::CLASS_NAMES[preds[0].index]
-        );
+        assert_eq!(preds[0].class, cifar_data::CLASS_NAMES[preds[0].index]);
     }
     // Batching does not change results: the same file alone gives the same probabilities.
     let alone = predict_files(&loaded, &norm, &[small], 3).unwrap();

@@ -7,9 +7,10 @@
 //! EventAccumulator as E; e = E('/tmp/tb'); e.Reload(); print(e.Tags()['scalars'],
 //! e.Scalars('train/loss')[:2])"`.
 
-use trainer::tensorboard::{
-    read_events, read_scalars, SummaryWriter, TensorBoardError, FILE_VERSION,
-};
+mod common;
+
+use common::tensorboard_reader::{read_events, read_scalars, TensorBoardError};
+use trainer::tensorboard::{SummaryWriter, FILE_VERSION};
 
 fn write_sample(dir: &std::path::Path) -> std::path::PathBuf {
     let mut w = SummaryWriter::new(dir).unwrap();
@@ -113,4 +114,41 @@ fn missing_file_names_the_path() {
         msg.contains("/nonexistent/events.out.tfevents.1.x"),
         "{msg}"
     );
+}
+
+/// The restart marker TensorBoard uses to drop redone steps reads back as one.
+#[test]
+fn session_start_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SummaryWriter::new(dir.path()).unwrap();
+    w.add_scalar("a", 1.0, 3).unwrap();
+    w.add_session_start(41).unwrap();
+    w.flush().unwrap();
+    let ev = read_events(w.path()).unwrap();
+    assert_eq!(ev.len(), 3);
+    assert!(!ev[0].session_start && !ev[1].session_start);
+    assert!(ev[2].session_start && ev[2].scalars.is_empty());
+    assert_eq!(ev[2].step, 41);
+    // Bytes as TensorFlow's protobuf encoder writes them: field 7 holding { 1: START }.
+    let bytes = std::fs::read(w.path()).unwrap();
+    assert!(bytes.windows(4).any(|x| x == [0x3a, 0x02, 0x08, 0x01]));
+}
+
+/// Steps are protobuf varints, negative ones as ten-byte two's complement: every extreme
+/// reads back as written.
+#[test]
+fn steps_round_trip_including_negative_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SummaryWriter::new(dir.path()).unwrap();
+    let steps = [0i64, 1, 127, 128, 300, i64::MAX, -1, i64::MIN];
+    for &s in &steps {
+        w.add_scalar("s", 1.0, s).unwrap();
+    }
+    w.flush().unwrap();
+    let back: Vec<i64> = read_scalars(w.path())
+        .unwrap()
+        .iter()
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(back, steps);
 }

@@ -1,6 +1,8 @@
 //! The training loop on tiny synthetic data: run directory contents, exact resume (bitwise),
 //! stop requests, NaN detection and wrong-architecture resumes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ fn data() -> Datasets {
     let d = Cifar10 {
         train: synthetic::generate(272, 5),
         test: synthetic::generate(40, 6),
-        class_names: synthetic::CLASS_NAMES
+        class_names: cifar_data::CLASS_NAMES
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -158,7 +160,7 @@ fn a_run_leaves_a_complete_run_directory() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(tb.len(), 1);
-    let scalars = trainer::tensorboard::read_scalars(&tb[0]).unwrap();
+    let scalars = common::tensorboard_reader::read_scalars(&tb[0]).unwrap();
     let tagged = |tag: &str| -> Vec<(i64, f32)> {
         scalars
             .iter()
@@ -400,9 +402,9 @@ fn a_resumed_run_writes_a_tensorboard_restart_marker() {
         .collect();
     files.sort();
     assert_eq!(files.len(), 2, "{files:?}");
-    let first = trainer::tensorboard::read_events(&files[0]).unwrap();
+    let first = common::tensorboard_reader::read_events(&files[0]).unwrap();
     assert!(first.iter().all(|e| !e.session_start));
-    let second = trainer::tensorboard::read_events(&files[1]).unwrap();
+    let second = common::tensorboard_reader::read_events(&files[1]).unwrap();
     let starts: Vec<i64> = second
         .iter()
         .filter(|e| e.session_start)

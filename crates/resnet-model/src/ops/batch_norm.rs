@@ -7,10 +7,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Layout, Result, Shape, Tensor};
 
 use super::channel::{affine, grad_input, grad_sums, mean_var, GradCoef, Masked, Planes};
-use super::storage::{output, slice, to_vec, with_data};
+use super::custom::{custom_op, with_all, CpuOp};
+use super::storage::to_vec;
 
 /// What the training forward keeps for its backward and for the running statistics.
 #[derive(Debug, Clone)]
@@ -32,8 +33,8 @@ pub(crate) struct BatchNormTrain {
     pub(crate) saved: Arc<Mutex<Option<Saved>>>,
 }
 
-fn params<'a>(op: &str, c: usize, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let v = slice(op, s, l)?;
+/// A per-channel parameter `v` laid out as `l`: checked to be `[c]`.
+fn params<'a>(op: &str, c: usize, v: &'a [f32], l: &Layout) -> Result<&'a [f32]> {
     if v.len() != c || l.dims().len() != 1 {
         bail!(
             "{op}: expected a per-channel parameter of shape [{c}], got {:?}",
@@ -43,38 +44,31 @@ fn params<'a>(op: &str, c: usize, s: &'a CpuStorage, l: &Layout) -> Result<&'a [
     Ok(v)
 }
 
-impl CustomOp3 for BatchNormTrain {
-    fn name(&self) -> &'static str {
-        "resnet-batch-norm-train"
-    }
+custom_op!(BatchNormTrain: CustomOp3);
 
-    fn cpu_fwd(
+impl CpuOp<3> for BatchNormTrain {
+    const NAME: &'static str = "resnet-batch-norm-train";
+    const OP: &'static str = "batch_norm_train";
+
+    fn forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        const OP: &str = "batch_norm_train";
-        let p = Planes::from_dims(OP, l1.dims())?;
-        let x = slice(OP, s1, l1)?;
-        let gamma = params(OP, p.c, s2, l2)?;
-        let beta = params(OP, p.c, s3, l3)?;
+        [x, gamma, beta]: [&[f32]; 3],
+        [lx, lg, lb]: [&Layout; 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        let p = Planes::from_dims(Self::OP, lx.dims())?;
+        let gamma = params(Self::OP, p.c, gamma, lg)?;
+        let beta = params(Self::OP, p.c, beta, lb)?;
         let (y, s) = train_forward(p, x, gamma, beta, self.eps, self.relu);
         *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
-        Ok(output(y, l1.shape().clone()))
+        Ok((y, lx.shape().clone()))
     }
 
-    fn bwd(
+    fn backward(
         &self,
-        x: &Tensor,
-        _gamma: &Tensor,
-        _beta: &Tensor,
+        [x, _gamma, _beta]: [&Tensor; 3],
         _res: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 3]> {
         const OP: &str = "batch_norm_train backward";
         let Some(s) = self
             .saved
@@ -85,15 +79,15 @@ impl CustomOp3 for BatchNormTrain {
             bail!("{OP}: no saved statistics (forward did not run on the CPU)")
         };
         let p = Planes::from_dims(OP, x.dims())?;
-        let (dx, dgamma, dbeta) = with_data(OP, x, |xs| {
-            with_data(OP, dy, |gs| train_backward(p, xs, gs, &s, self.relu))
-        })??;
+        let (dx, dgamma, dbeta) = with_all(OP, [x, dy], |[xs, gs]| {
+            train_backward(p, xs, gs, &s, self.relu)
+        })?;
         let dev = x.device();
-        Ok((
+        Ok([
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(Tensor::from_vec(dgamma, p.c, dev)?),
             Some(Tensor::from_vec(dbeta, p.c, dev)?),
-        ))
+        ])
     }
 }
 
@@ -173,39 +167,29 @@ pub(crate) struct ChannelAffine {
     pub(crate) relu: bool,
 }
 
-impl CustomOp3 for ChannelAffine {
-    fn name(&self) -> &'static str {
-        "resnet-channel-affine"
+custom_op!(ChannelAffine: CustomOp3);
+
+impl CpuOp<3> for ChannelAffine {
+    const NAME: &'static str = "resnet-channel-affine";
+    const OP: &'static str = "batch_norm_eval";
+
+    fn forward(
+        &self,
+        [x, scale, shift]: [&[f32]; 3],
+        [lx, ls, lt]: [&Layout; 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        let p = Planes::from_dims(Self::OP, lx.dims())?;
+        let scale = params(Self::OP, p.c, scale, ls)?;
+        let shift = params(Self::OP, p.c, shift, lt)?;
+        Ok((affine(p, x, scale, shift, self.relu), lx.shape().clone()))
     }
 
-    fn cpu_fwd(
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        const OP: &str = "batch_norm_eval";
-        let p = Planes::from_dims(OP, l1.dims())?;
-        let x = slice(OP, s1, l1)?;
-        let scale = params(OP, p.c, s2, l2)?;
-        let shift = params(OP, p.c, s3, l3)?;
-        Ok(output(
-            affine(p, x, scale, shift, self.relu),
-            l1.shape().clone(),
-        ))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        scale: &Tensor,
-        shift: &Tensor,
+        [x, scale, shift]: [&Tensor; 3],
         _res: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 3]> {
         const OP: &str = "batch_norm_eval backward";
         let p = Planes::from_dims(OP, x.dims())?;
         let (sc, sh) = (to_vec(OP, scale)?, to_vec(OP, shift)?);
@@ -215,25 +199,23 @@ impl CustomOp3 for ChannelAffine {
             relu: self.relu,
         };
         let zeros = vec![0f32; p.c];
-        let (dx, dscale, dshift) = with_data(OP, x, |xs| {
-            with_data(OP, dy, |gs| {
-                let (s1, s2) = grad_sums(p, xs, gs, mask, &zeros);
-                let coef = GradCoef {
-                    k: &sc,
-                    center: &zeros,
-                    a: &zeros,
-                    b: &zeros,
-                };
-                let dx = grad_input(p, xs, gs, mask, &coef);
-                let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
-                (dx, f(s2), f(s1))
-            })
-        })??;
+        let (dx, dscale, dshift) = with_all(OP, [x, dy], |[xs, gs]| {
+            let (s1, s2) = grad_sums(p, xs, gs, mask, &zeros);
+            let coef = GradCoef {
+                k: &sc,
+                center: &zeros,
+                a: &zeros,
+                b: &zeros,
+            };
+            let dx = grad_input(p, xs, gs, mask, &coef);
+            let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+            (dx, f(s2), f(s1))
+        })?;
         let dev = x.device();
-        Ok((
+        Ok([
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(Tensor::from_vec(dscale, p.c, dev)?),
             Some(Tensor::from_vec(dshift, p.c, dev)?),
-        ))
+        ])
     }
 }

@@ -1,269 +1,243 @@
-//! A whole basic residual block in training mode as one custom op:
-//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
-//!
-//! Composed from the per-layer ops, one block puts six activation-sized tensors through
-//! candle's autograd, and for each of them the backward pass allocates a zero tensor and adds
-//! the op's gradient into it, on the calling thread while the worker threads wait. As one op
-//! the block has a single activation-sized argument (`x`); its parameters travel packed into
-//! two small tensors (`[conv1 | conv2 | shortcut conv]` and `[bn1 γ | β | bn2 γ | β |
-//! shortcut γ | β]`), and the intermediate activations live inside the op until its backward
-//! runs. It calls the same kernels in the same order as the composed ops, so its results are
-//! the same to the bit.
+//! The public side of the fused residual block: [`basic_block_train`], its parameters and
+//! outputs, and the argument checks and packing in front of the kernel (`block/kernel.rs`).
+
+mod kernel;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{bail, Result, Tensor};
 
-use super::batch_norm::{train_backward, train_forward, train_stats, Saved};
-use super::channel::{affine_add_relu, Planes};
-use super::conv::{forward as conv_forward, grad_input, grad_weight};
-use super::conv_backward;
-use super::elementwise::{relu_mask, subsample_pad, subsample_pad_backward, Dims, SubsamplePad};
-use super::im2col::ConvGeom;
-use super::storage::{output, slice, with_data};
+use super::reference::basic_block_train_slow;
+use super::storage::{arg, fast_path};
+#[cfg(doc)]
+use super::{add_relu, batch_norm_train, conv2d, subsample_pad};
 
-/// The shortcut branch of a fused block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+/// Detached per-channel batch statistics of one training-mode BatchNorm.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    /// Batch mean, shape `[C]`.
+    pub mean: Tensor,
+    /// *Biased* batch variance (divided by N*H*W), shape `[C]`.
+    pub var: Tensor,
+}
+
+/// The shortcut branch of a [`basic_block_train`] call.
+#[derive(Debug, Clone, Copy)]
+pub enum BlockShortcut<'a> {
+    /// `x` itself (stride 1, same channels).
     Identity,
+    /// Option A: [`subsample_pad`] to the block's output channels (stride 2).
     SubsamplePad,
-    Projection,
+    /// Options B/C: a 1x1 convolution with the block's stride, then a BatchNorm (no ReLU).
+    Projection {
+        /// `[Cout, Cin, 1, 1]`.
+        conv: &'a Tensor,
+        /// BatchNorm weight `[Cout]`.
+        bn_weight: &'a Tensor,
+        /// BatchNorm bias `[Cout]`.
+        bn_bias: &'a Tensor,
+    },
 }
 
-/// What the forward keeps for the backward (and for the running statistics).
-pub(crate) struct BlockSaved {
-    /// conv1's output (bn1's input).
-    y1: Vec<f32>,
-    /// relu(bn1(y1)) (conv2's input).
-    a1: Vec<f32>,
-    /// conv2's output (bn2's input).
-    y2: Vec<f32>,
-    /// The projection's conv output (its BatchNorm's input); empty for other shortcuts.
-    ys: Vec<f32>,
-    /// Statistics of bn1, bn2 and, for a projection, the shortcut's BatchNorm.
-    pub(crate) bn: Vec<Saved>,
+/// Parameters of one basic block for [`basic_block_train`].
+#[derive(Debug, Clone, Copy)]
+pub struct BasicBlockParams<'a> {
+    /// `[Cout, Cin, 3, 3]`, applied with `stride` and padding 1.
+    pub conv1: &'a Tensor,
+    /// First BatchNorm's weight `[Cout]` (followed by a ReLU).
+    pub bn1_weight: &'a Tensor,
+    /// First BatchNorm's bias `[Cout]`.
+    pub bn1_bias: &'a Tensor,
+    /// `[Cout, Cout, 3, 3]`, stride 1, padding 1.
+    pub conv2: &'a Tensor,
+    /// Second BatchNorm's weight `[Cout]`.
+    pub bn2_weight: &'a Tensor,
+    /// Second BatchNorm's bias `[Cout]`.
+    pub bn2_bias: &'a Tensor,
+    /// The shortcut branch.
+    pub shortcut: BlockShortcut<'a>,
+    /// Stride of `conv1` and of the shortcut (1 or 2).
+    pub stride: usize,
+    /// BatchNorm epsilon (all of the block's BatchNorms).
+    pub eps: f64,
 }
 
-/// The fused training-mode block over `(x, packed conv weights, packed BN parameters)`.
-pub(crate) struct BlockTrain {
-    pub(crate) cout: usize,
-    pub(crate) stride: usize,
-    pub(crate) kind: Kind,
-    pub(crate) eps: f64,
-    pub(crate) saved: Arc<Mutex<Option<BlockSaved>>>,
-}
-
-/// Shapes of one block for an input `[n, cin, h, w]`.
-struct Geom {
-    conv1: ConvGeom,
-    conv2: ConvGeom,
-    proj: Option<ConvGeom>,
-    pad: Option<Dims>,
-    /// The output planes `[n, cout, ho, wo]`.
-    out: Planes,
-}
-
-impl BlockTrain {
-    fn geom(&self, op: &str, x: &[usize]) -> Result<Geom> {
-        let &[n, cin, h, w] = x else {
-            bail!("{op}: expected an [N, C, H, W] input, got shape {x:?}")
+impl<'a> BasicBlockParams<'a> {
+    /// conv1, bn1 weight/bias, conv2, bn2 weight/bias, then the projection's conv and
+    /// BatchNorm weight/bias (repeating conv1's tensors when there is no projection).
+    fn tensors(&self) -> [Tensor; 9] {
+        let (c, w, b) = match self.shortcut {
+            BlockShortcut::Projection {
+                conv,
+                bn_weight,
+                bn_bias,
+            } => (conv, bn_weight, bn_bias),
+            _ => (self.conv1, self.bn1_weight, self.bn1_bias),
         };
-        let co = self.cout;
-        let conv1 = ConvGeom::new(&[n, cin, h, w], &[co, cin, 3, 3], self.stride, 1)?;
-        let conv2 = ConvGeom::new(&[n, co, conv1.ho, conv1.wo], &[co, co, 3, 3], 1, 1)?;
-        let (mut proj, mut pad) = (None, None);
-        match self.kind {
-            Kind::Identity => {
-                if cin != co || self.stride != 1 {
-                    bail!("{op}: an identity shortcut needs stride 1 and {co} input channels, got {cin} with stride {}", self.stride)
-                }
-            }
-            Kind::SubsamplePad => {
-                let d = SubsamplePad { out_channels: co }.dims(x)?;
-                if self.stride != 2 || (d.h2, d.w2) != (conv1.ho, conv1.wo) {
-                    bail!(
-                        "{op}: the option-A shortcut needs stride 2, got {}",
-                        self.stride
-                    )
-                }
-                pad = Some(d);
-            }
-            Kind::Projection => {
-                proj = Some(ConvGeom::new(x, &[co, cin, 1, 1], self.stride, 0)?);
-            }
+        [
+            self.conv1,
+            self.bn1_weight,
+            self.bn1_bias,
+            self.conv2,
+            self.bn2_weight,
+            self.bn2_bias,
+            c,
+            w,
+            b,
+        ]
+        .map(Tensor::clone)
+    }
+
+    /// The same block over other tensors, in the order of [`Self::tensors`].
+    fn with_tensors<'b>(&self, t: &'b [Tensor; 9]) -> BasicBlockParams<'b> {
+        let shortcut = match self.shortcut {
+            BlockShortcut::Identity => BlockShortcut::Identity,
+            BlockShortcut::SubsamplePad => BlockShortcut::SubsamplePad,
+            BlockShortcut::Projection { .. } => BlockShortcut::Projection {
+                conv: &t[6],
+                bn_weight: &t[7],
+                bn_bias: &t[8],
+            },
+        };
+        BasicBlockParams {
+            conv1: &t[0],
+            bn1_weight: &t[1],
+            bn1_bias: &t[2],
+            conv2: &t[3],
+            bn2_weight: &t[4],
+            bn2_bias: &t[5],
+            shortcut,
+            stride: self.stride,
+            eps: self.eps,
         }
-        let out = Planes {
-            n,
-            c: co,
-            hw: conv1.ho * conv1.wo,
-        };
-        Ok(Geom {
-            conv1,
-            conv2,
-            proj,
-            pad,
-            out,
-        })
-    }
-
-    /// Lengths of the pieces of the packed weights: conv1, conv2, the shortcut's conv (0
-    /// without a projection).
-    fn weight_lens(&self, cin: usize) -> [usize; 3] {
-        let co = self.cout;
-        let proj = if self.kind == Kind::Projection {
-            co * cin
-        } else {
-            0
-        };
-        [co * cin * 9, co * co * 9, proj]
-    }
-
-    /// Length of the packed BatchNorm parameters (γ and β of every BatchNorm).
-    fn bn_len(&self) -> usize {
-        self.cout * if self.kind == Kind::Projection { 6 } else { 4 }
     }
 }
 
-/// Splits `v` into consecutive pieces of the given lengths.
-fn split<const K: usize>(mut v: &[f32], lens: [usize; K]) -> [&[f32]; K] {
-    lens.map(|l| {
-        let (a, b) = v.split_at(l);
-        v = b;
-        a
-    })
+/// Output of [`basic_block_train`]: the block's output and every BatchNorm's batch statistics
+/// (for the running-statistics update).
+#[derive(Debug, Clone)]
+pub struct BasicBlockOutput {
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+    pub y: Tensor,
+    /// Statistics of `bn1`.
+    pub bn1: BatchStats,
+    /// Statistics of `bn2`.
+    pub bn2: BatchStats,
+    /// Statistics of the projection shortcut's BatchNorm, if it has one.
+    pub shortcut_bn: Option<BatchStats>,
 }
 
-fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        bail!("{op}: the packed {what} have {got} elements, expected {want}")
+fn expect_dims(what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
+    if t.dims() != dims {
+        bail!(
+            "basic_block_train: `{what}` has shape {:?}, expected {dims:?}",
+            t.dims()
+        )
     }
     Ok(())
 }
 
-/// Adds `b` into `a` elementwise.
-fn add_into(a: &mut [f32], b: &[f32]) {
-    const BLOCK: usize = 1 << 15;
-    a.par_chunks_mut(BLOCK)
-        .zip(b.par_chunks(BLOCK))
-        .for_each(|(a, b)| {
-            for (a, &b) in a.iter_mut().zip(b) {
-                *a += b;
-            }
-        });
-}
-
-/// `(dx, dW)` of a convolution, fused when it has a transposed form.
-fn conv_grads(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    conv_backward::backward(g, x, dy, w)
-        .unwrap_or_else(|| (grad_input(g, dy, w), grad_weight(g, x, dy)))
-}
-
-impl CustomOp3 for BlockTrain {
-    fn name(&self) -> &'static str {
-        "resnet-basic-block-train"
+/// A whole basic residual block in training mode (batch statistics) as one op:
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, differentiable in `x` and every
+/// parameter.
+///
+/// Same results as composing [`conv2d`], [`batch_norm_train`], [`subsample_pad`] and
+/// [`add_relu`] (same kernels, same order, bit for bit), but candle's autograd sees one node
+/// with one activation-sized argument instead of six, which removes most of its serial
+/// gradient bookkeeping from a training step. Off the fast path it is
+/// [`basic_block_train_slow`].
+pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
+    // inside `no_grad`: the same call on detached copies
+    let (x, own) = (&arg(x), p.tensors().map(|t| arg(&t)));
+    let detached = p.with_tensors(&own);
+    let p = &detached;
+    let mut ts = vec![
+        x,
+        p.conv1,
+        p.bn1_weight,
+        p.bn1_bias,
+        p.conv2,
+        p.bn2_weight,
+        p.bn2_bias,
+    ];
+    if let BlockShortcut::Projection {
+        conv,
+        bn_weight,
+        bn_bias,
+    } = p.shortcut
+    {
+        ts.extend([conv, bn_weight, bn_bias]);
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        const OP: &str = "basic_block_train";
-        let g = self.geom(OP, l1.dims())?;
-        let (x, wp, pp) = (slice(OP, s1, l1)?, slice(OP, s2, l2)?, slice(OP, s3, l3)?);
-        let lens = self.weight_lens(g.conv1.cin);
-        check_len(OP, "conv weights", wp.len(), lens.iter().sum())?;
-        check_len(OP, "BatchNorm parameters", pp.len(), self.bn_len())?;
-        let co = self.cout;
-        let [w1, w2, ws] = split(wp, lens);
-        let bnp = |i: usize| &pp[i * co..(i + 1) * co];
-
-        let y1 = conv_forward(&g.conv1, x, w1);
-        let (a1, s1) = train_forward(g.out, &y1, bnp(0), bnp(1), self.eps, true);
-        let y2 = conv_forward(&g.conv2, &a1, w2);
-        let mut bn = vec![s1, train_stats(g.out, &y2, bnp(2), bnp(3), self.eps)];
-        let (ys, shortcut) = match (&g.pad, &g.proj) {
-            (Some(d), _) => (Vec::new(), Some(subsample_pad(d, x))),
-            (None, Some(gp)) => {
-                let ys = conv_forward(gp, x, ws);
-                let (s, st) = train_forward(g.out, &ys, bnp(4), bnp(5), self.eps, false);
-                bn.push(st);
-                (ys, Some(s))
-            }
-            (None, None) => (Vec::new(), None),
-        };
-        let y = affine_add_relu(
-            g.out,
-            &y2,
-            &bn[1].scale,
-            &bn[1].shift,
-            shortcut.as_deref().unwrap_or(x),
-        );
-        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(BlockSaved { y1, a1, y2, ys, bn });
-        Ok(output(y, (g.out.n, co, g.conv1.ho, g.conv1.wo)))
+    if !fast_path(&ts) {
+        return basic_block_train_slow(x, p);
     }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wp: &Tensor,
-        pp: &Tensor,
-        res: &Tensor,
-        dres: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        const OP: &str = "basic_block_train backward";
-        let guard = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(s) = guard.as_ref() else {
-            bail!("{OP}: nothing saved (the forward did not run on the CPU)")
-        };
-        let g = self.geom(OP, x.dims())?;
-        let lens = self.weight_lens(g.conv1.cin);
-        let grads = with_data(OP, x, |x| {
-            with_data(OP, wp, |wp| {
-                with_data(OP, res, |res| {
-                    with_data(OP, dres, |dres| {
-                        let [w1, w2, ws] = split(wp, lens);
-                        // the final ReLU, then the two branches of the sum
-                        let dz = relu_mask(res, dres);
-                        let (dy2, dg2, db2) = train_backward(g.out, &s.y2, &dz, &s.bn[1], false);
-                        let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
-                        drop(dy2);
-                        let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
-                        drop(da1);
-                        let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
-                        drop(dy1);
-                        let mut dw = [dw1, dw2].concat();
-                        let mut dp = [dg1, db1, dg2, db2].concat();
-                        match (&g.pad, &g.proj) {
-                            (Some(d), _) => add_into(&mut dx, &subsample_pad_backward(d, &dz)),
-                            (None, Some(gp)) => {
-                                let (dys, dgs, dbs) =
-                                    train_backward(g.out, &s.ys, &dz, &s.bn[2], false);
-                                let (dxs, dws) = conv_grads(gp, x, &dys, ws);
-                                add_into(&mut dx, &dxs);
-                                dw.extend_from_slice(&dws);
-                                dp.extend_from_slice(&dgs);
-                                dp.extend_from_slice(&dbs);
-                            }
-                            (None, None) => add_into(&mut dx, &dz),
-                        }
-                        (dx, dw, dp)
-                    })
+    let (_, cin, _, _) = x.dims4()?;
+    let cout = p.conv1.dim(0)?;
+    expect_dims("conv1", p.conv1, &[cout, cin, 3, 3])?;
+    expect_dims("conv2", p.conv2, &[cout, cout, 3, 3])?;
+    for (what, t) in [
+        ("bn1_weight", p.bn1_weight),
+        ("bn1_bias", p.bn1_bias),
+        ("bn2_weight", p.bn2_weight),
+        ("bn2_bias", p.bn2_bias),
+    ] {
+        expect_dims(what, t, &[cout])?;
+    }
+    let mut ws = vec![p.conv1.flatten_all()?, p.conv2.flatten_all()?];
+    let mut ps = vec![
+        p.bn1_weight.clone(),
+        p.bn1_bias.clone(),
+        p.bn2_weight.clone(),
+        p.bn2_bias.clone(),
+    ];
+    let kind = match p.shortcut {
+        BlockShortcut::Identity => kernel::Kind::Identity,
+        BlockShortcut::SubsamplePad => kernel::Kind::SubsamplePad,
+        BlockShortcut::Projection {
+            conv,
+            bn_weight,
+            bn_bias,
+        } => {
+            expect_dims("shortcut conv", conv, &[cout, cin, 1, 1])?;
+            expect_dims("shortcut bn_weight", bn_weight, &[cout])?;
+            expect_dims("shortcut bn_bias", bn_bias, &[cout])?;
+            ws.push(conv.flatten_all()?);
+            ps.extend([bn_weight.clone(), bn_bias.clone()]);
+            kernel::Kind::Projection
+        }
+    };
+    let saved = Arc::new(Mutex::new(None));
+    let op = kernel::BlockTrain {
+        cout,
+        stride: p.stride,
+        kind,
+        eps: p.eps,
+        saved: saved.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&Tensor::cat(&ws, 0)?, &Tensor::cat(&ps, 0)?, op)?;
+    let guard = saved.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(s) = guard.as_ref() else {
+        bail!("basic_block_train: the forward kernel did not record its statistics")
+    };
+    let stats = |i: usize| -> Result<Option<BatchStats>> {
+        s.bn.get(i)
+            .map(|b| {
+                Ok(BatchStats {
+                    mean: Tensor::from_slice(&b.mean, cout, x.device())?,
+                    var: Tensor::from_slice(&b.var, cout, x.device())?,
                 })
             })
-        })????;
-        let (dx, dw, dp) = grads;
-        let dev = x.device();
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), dev)?),
-            Some(Tensor::from_vec(dw, wp.shape(), dev)?),
-            Some(Tensor::from_vec(dp, pp.shape(), dev)?),
-        ))
-    }
+            .transpose()
+    };
+    let (Some(bn1), Some(bn2)) = (stats(0)?, stats(1)?) else {
+        bail!("basic_block_train: the forward kernel recorded too few statistics")
+    };
+    Ok(BasicBlockOutput {
+        y,
+        bn1,
+        bn2,
+        shortcut_bn: stats(2)?,
+    })
 }

@@ -6,12 +6,14 @@
 //! product per chunk in chunk order, and chunks depend only on the shapes, so every result is
 //! bit-identical whatever the number of threads.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::conv_util::{as_slots, sum_partials, transpose, transposed, zeroed};
+use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
-use super::storage::{assume_init_mut, output, slice, with_data, with_scratch, Uninit};
+use super::storage::{assume_init_mut, with_scratch, Uninit};
 use super::{conv_backward, conv_same};
 
 /// Forward convolution, differentiable in both the input and the weight.
@@ -20,45 +22,34 @@ pub(crate) struct Conv2d {
     pub(crate) pad: usize,
 }
 
-impl CustomOp2 for Conv2d {
-    fn name(&self) -> &'static str {
-        "resnet-conv2d"
+custom_op!(Conv2d: CustomOp2);
+
+impl CpuOp<2> for Conv2d {
+    const NAME: &'static str = "resnet-conv2d";
+    const OP: &'static str = "conv2d";
+
+    fn forward(&self, [x, w]: [&[f32]; 2], [lx, lw]: [&Layout; 2]) -> Result<(Vec<f32>, Shape)> {
+        let g = ConvGeom::new(lx.dims(), lw.dims(), self.stride, self.pad)?;
+        Ok((forward(&g, x, w), (g.n, g.cout, g.ho, g.wo).into()))
     }
 
-    fn cpu_fwd(
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = ConvGeom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
-        let x = slice("conv2d", s1, l1)?;
-        let w = slice("conv2d", s2, l2)?;
-        Ok(output(forward(&g, x, w), (g.n, g.cout, g.ho, g.wo)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
+        [x, w]: [&Tensor; 2],
         _res: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.pad)?;
         let dy = dy.contiguous()?;
         if x.track_op() && w.track_op() {
-            const OP: &str = "conv2d backward";
-            let fused = with_data(OP, x, |xs| {
-                with_data(OP, &dy, |gs| {
-                    with_data(OP, w, |ws| conv_backward::backward(&g, xs, gs, ws))
-                })
-            })???;
+            let fused = with_all("conv2d backward", [x, &dy, w], |[xs, gs, ws]| {
+                conv_backward::backward(&g, xs, gs, ws)
+            })?;
             if let Some((dx, dw)) = fused {
-                return Ok((
+                return Ok([
                     Some(Tensor::from_vec(dx, x.shape(), x.device())?),
                     Some(Tensor::from_vec(dw, w.shape(), w.device())?),
-                ));
+                ]);
             }
         }
         let dx = if x.track_op() {
@@ -71,7 +62,7 @@ impl CustomOp2 for Conv2d {
         } else {
             None
         };
-        Ok((dx, dw))
+        Ok([dx, dw])
     }
 }
 
@@ -146,34 +137,18 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     unsafe { out.assume_init() }
 }
 
-/// Views initialised f32 storage as `MaybeUninit` slots for writers that take slots.
-///
-/// # Safety
-/// The caller must only write initialised values through the returned slice.
-pub(crate) unsafe fn as_slots(s: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
-    // SAFETY: identical layout; writers only store initialised values (caller's promise).
-    unsafe { &mut *(s as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
-}
-
 /// Gradient w.r.t. the input: `args = (dy, w)`, result shaped like `x`.
 struct Conv2dGradInput(ConvGeom);
 
-impl CustomOp2 for Conv2dGradInput {
-    fn name(&self) -> &'static str {
-        "resnet-conv2d-grad-input"
-    }
+custom_op!(Conv2dGradInput: CustomOp2);
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+impl CpuOp<2> for Conv2dGradInput {
+    const NAME: &'static str = "resnet-conv2d-grad-input";
+    const OP: &'static str = "conv2d backward";
+
+    fn forward(&self, [dy, w]: [&[f32]; 2], _: [&Layout; 2]) -> Result<(Vec<f32>, Shape)> {
         let g = self.0;
-        let dy = slice("conv2d backward", s1, l1)?;
-        let w = slice("conv2d backward", s2, l2)?;
-        Ok(output(grad_input(&g, dy, w), (g.n, g.cin, g.h, g.w)))
+        Ok((grad_input(&g, dy, w), (g.n, g.cin, g.h, g.w).into()))
     }
 }
 
@@ -242,60 +217,18 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
     unsafe { dx.assume_init() }
 }
 
-/// For a stride-1 convolution with `pad < k`, the input gradient is itself a stride-1
-/// convolution of `dy` (padding `k - 1 - pad`) with the weight transposed over channels and
-/// flipped spatially. Computing it that way runs one GEMM with depth `cout * k * k` instead
-/// of one with depth `cout` followed by a col2im scatter. Returns that convolution's geometry
-/// and weight, or `None` when it does not apply.
-pub(crate) fn transposed(g: &ConvGeom, w: &[f32]) -> Option<(ConvGeom, Vec<f32>)> {
-    if g.stride != 1 || g.pad >= g.k || g.is_pointwise() {
-        return None;
-    }
-    let gt = ConvGeom {
-        n: g.n,
-        cin: g.cout,
-        h: g.ho,
-        w: g.wo,
-        cout: g.cin,
-        k: g.k,
-        stride: 1,
-        pad: g.k - 1 - g.pad,
-        ho: g.h,
-        wo: g.w,
-    };
-    let kk = g.k * g.k;
-    let mut wt = vec![0f32; w.len()];
-    for co in 0..g.cout {
-        for ci in 0..g.cin {
-            let src = &w[(co * g.cin + ci) * kk..][..kk];
-            let dst = &mut wt[(ci * g.cout + co) * kk..][..kk];
-            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = v;
-            }
-        }
-    }
-    Some((gt, wt))
-}
-
 /// Gradient w.r.t. the weight: `args = (x, dy)`, result shaped like `w`.
 struct Conv2dGradWeight(ConvGeom);
 
-impl CustomOp2 for Conv2dGradWeight {
-    fn name(&self) -> &'static str {
-        "resnet-conv2d-grad-weight"
-    }
+custom_op!(Conv2dGradWeight: CustomOp2);
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+impl CpuOp<2> for Conv2dGradWeight {
+    const NAME: &'static str = "resnet-conv2d-grad-weight";
+    const OP: &'static str = "conv2d backward";
+
+    fn forward(&self, [x, dy]: [&[f32]; 2], _: [&Layout; 2]) -> Result<(Vec<f32>, Shape)> {
         let g = self.0;
-        let x = slice("conv2d backward", s1, l1)?;
-        let dy = slice("conv2d backward", s2, l2)?;
-        Ok(output(grad_weight(&g, x, dy), (g.cout, g.cin, g.k, g.k)))
+        Ok((grad_weight(&g, x, dy), (g.cout, g.cin, g.k, g.k).into()))
     }
 }
 
@@ -375,38 +308,4 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // SAFETY: every chunk's partial was zero-filled by its task (`zeroed`).
     let partial = unsafe { partial.assume_init() };
     transpose(&sum_partials(&partial, wlen), ckk, g.cout)
-}
-
-/// Zero-fills uninitialised slots and returns them as plain floats.
-pub(crate) fn zeroed(s: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
-    s.fill(std::mem::MaybeUninit::new(0.0));
-    // SAFETY: just written.
-    unsafe { assume_init_mut(s) }
-}
-
-/// `Σ_i partials[i]` over the consecutive `wlen`-element partials, each element summed in
-/// partial order (so the result does not depend on the thread count), in parallel over
-/// blocks of elements.
-pub(crate) fn sum_partials(partials: &[f32], wlen: usize) -> Vec<f32> {
-    const BLOCK: usize = 4096;
-    let mut out = partials[..wlen].to_vec();
-    out.par_chunks_mut(BLOCK).enumerate().for_each(|(i, o)| {
-        for part in partials.chunks_exact(wlen).skip(1) {
-            for (a, &b) in o.iter_mut().zip(&part[i * BLOCK..]) {
-                *a += b;
-            }
-        }
-    });
-    out
-}
-
-/// The transpose of the row-major `rows x cols` matrix `a`.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; rows * cols];
-    for (i, row) in a.chunks_exact(cols).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            t[j * rows + i] = v;
-        }
-    }
-    t
 }

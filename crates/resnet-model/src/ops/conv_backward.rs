@@ -1,5 +1,5 @@
 //! Fused backward of a stride-1 convolution whose input gradient is a transposed
-//! convolution (see [`super::conv::transposed`]): one im2col of `dy` per chunk feeds both
+//! convolution (see [`super::conv_util::transposed`]): one im2col of `dy` per chunk feeds both
 //! GEMMs, the input gradient `dx = conv(dy, W')` and the weight gradient
 //! `dW'[ci, (co, kh', kw')] = Σ_pixels x[ci] · col(dy)[(co, kh', kw')]`, where `W'` is the
 //! weight transposed over channels and flipped, so `dW[co, ci, kh, kw] = dW'[ci, co, K-1-kh,
@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{as_slots, sum_partials, transposed, zeroed};
+use super::conv_util::{as_slots, sum_partials, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{im2col, ConvGeom};
 use super::storage::{with_scratch, Uninit};

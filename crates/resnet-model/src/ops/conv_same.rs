@@ -7,7 +7,7 @@
 //! that starts at row `kh`, so for a fixed `kh` the rows `(ci, kw)` form a strided matrix
 //! that the GEMM reads in place: the convolution becomes `K` GEMMs of depth `Cin * K` per
 //! image, accumulated into the output, and the copy is a third of im2col's for 3x3 kernels.
-//! The input gradient is the same kind of convolution (see [`super::conv::transposed`]); the
+//! The input gradient is the same kind of convolution (see [`super::conv_util::transposed`]); the
 //! weight gradient reads the same `z` of `dy`.
 //!
 //! Used where an image has enough pixels for one GEMM per image to be efficient
@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv::{sum_partials, transposed, zeroed};
+use super::conv_util::{sum_partials, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::ConvGeom;
 use super::storage::{assume_init_mut, with_scratch, Uninit};

@@ -1,12 +1,13 @@
 //! Fused `relu(a + b)` and the option-A shortcut (`x[:, :, ::2, ::2]` + channel zero-padding)
 //! as candle custom ops.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use super::storage::{multiversion, output, slice, with_data, Uninit};
+use super::custom::{custom_op, with_all, CpuOp};
+use super::storage::{multiversion, Uninit};
 
 /// Elements per parallel task of the elementwise kernels.
 const BLOCK: usize = 1 << 15;
@@ -52,41 +53,27 @@ pub(crate) fn relu_mask(z: &[f32], g: &[f32]) -> Vec<f32> {
 /// `relu(a + b)`, differentiable in both arguments.
 pub(crate) struct AddRelu;
 
-impl CustomOp2 for AddRelu {
-    fn name(&self) -> &'static str {
-        "resnet-add-relu"
-    }
+custom_op!(AddRelu: CustomOp2);
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
+impl CpuOp<2> for AddRelu {
+    const NAME: &'static str = "resnet-add-relu";
+    const OP: &'static str = "add_relu";
+
+    fn forward(&self, [a, b]: [&[f32]; 2], [la, lb]: [&Layout; 2]) -> Result<(Vec<f32>, Shape)> {
+        if la.shape() != lb.shape() {
             bail!(
                 "add_relu: shape mismatch {:?} vs {:?}",
-                l1.dims(),
-                l2.dims()
+                la.dims(),
+                lb.dims()
             )
         }
-        let a = slice("add_relu", s1, l1)?;
-        let b = slice("add_relu", s2, l2)?;
-        Ok(output(add_relu(a, b), l1.shape().clone()))
+        Ok((add_relu(a, b), la.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        _a: &Tensor,
-        _b: &Tensor,
-        z: &Tensor,
-        dz: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        const OP: &str = "add_relu backward";
-        let g = with_data(OP, z, |zs| with_data(OP, dz, |gs| relu_mask(zs, gs)))??;
+    fn backward(&self, _: [&Tensor; 2], z: &Tensor, dz: &Tensor) -> Result<[Option<Tensor>; 2]> {
+        let g = with_all("add_relu backward", [z, dz], |[zs, gs]| relu_mask(zs, gs))?;
         let g = Tensor::from_vec(g, z.shape(), z.device())?;
-        Ok((Some(g.clone()), Some(g)))
+        Ok([Some(g.clone()), Some(g)])
     }
 }
 
@@ -136,23 +123,28 @@ impl Dims {
     }
 }
 
-impl CustomOp1 for SubsamplePad {
-    fn name(&self) -> &'static str {
-        "resnet-subsample-pad"
-    }
+custom_op!(SubsamplePad: CustomOp1);
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+impl CpuOp<1> for SubsamplePad {
+    const NAME: &'static str = "resnet-subsample-pad";
+    const OP: &'static str = "subsample_pad";
+
+    fn forward(&self, [x]: [&[f32]; 1], [l]: [&Layout; 1]) -> Result<(Vec<f32>, Shape)> {
         let d = self.dims(l.dims())?;
-        let x = slice("subsample_pad", s, l)?;
-        Ok(output(subsample_pad(&d, x), d.out_shape()))
+        Ok((subsample_pad(&d, x), d.out_shape().into()))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+    fn backward(
+        &self,
+        [x]: [&Tensor; 1],
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<[Option<Tensor>; 1]> {
         let d = self.dims(x.dims())?;
-        let dx = with_data("subsample_pad backward", dy, |g| {
+        let dx = with_all("subsample_pad backward", [dy], |[g]| {
             subsample_pad_backward(&d, g)
         })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        Ok([Some(Tensor::from_vec(dx, x.shape(), x.device())?)])
     }
 }
 

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 thread_local! {
     static REFERENCE_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -89,11 +89,6 @@ pub(crate) fn with_data<R>(op: &str, t: &Tensor, f: impl FnOnce(&[f32]) -> R) ->
 /// Copies a small tensor (per-channel parameters) into a `Vec<f32>`.
 pub(crate) fn to_vec(op: &str, t: &Tensor) -> Result<Vec<f32>> {
     with_data(op, t, |d| d.to_vec())
-}
-
-/// Wraps a finished output buffer as the result of a custom op.
-pub(crate) fn output(v: Vec<f32>, shape: impl Into<Shape>) -> (CpuStorage, Shape) {
-    (CpuStorage::F32(v), shape.into())
 }
 
 /// An output buffer of `n` elements that the caller promises to overwrite completely before

@@ -3,16 +3,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cifar_data::{BatchLoader, LoaderConfig, Normalizer};
+use cifar_data::{BatchLoader, Normalizer};
 use resnet_model::ResNetModel;
 
 use super::{LoopState, Trainer};
-use crate::checkpoint::{Checkpoint, CheckpointDir};
+use crate::checkpoint::CheckpointDir;
 use crate::data::Datasets;
 use crate::error::{ModelContext, Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::progress::TrainObserver;
-use crate::run_dir::RunDir;
+use crate::run_dir::{write_file, RunDir};
 use crate::session::TrainSession;
 use crate::sgd::Sgd;
 use crate::tensorboard::SummaryWriter;
@@ -40,18 +40,19 @@ impl<'a> Trainer<'a> {
             }
             Some(point) => {
                 let run = RunDir::open(&point.run_dir)?;
-                let ckpt = Checkpoint::read(&point.checkpoint, &device)?;
+                let ckpt = point.checkpoint;
                 let model = ResNetModel::from_tensors(&cfg.model, &ckpt.model_state(), &device)
-                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
+                    .map_err(|e| TrainError::checkpoint(&point.path, e.to_string()))?;
                 let mut sgd =
                     Sgd::new(model.parameters(), cfg.optimizer).ctx(|| "creating the optimizer")?;
                 let momentum = ckpt
                     .momentum
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
+                    .map(|(k, v)| Ok((k.clone(), v.to_device(&device)?)))
+                    .collect::<candle_core::Result<_>>()
+                    .map_err(|e| TrainError::checkpoint(&point.path, e.to_string()))?;
                 sgd.load_momentum_buffers(&momentum)
-                    .map_err(|e| TrainError::checkpoint(&point.checkpoint, e.to_string()))?;
+                    .map_err(|e| TrainError::checkpoint(&point.path, e.to_string()))?;
                 let m = &ckpt.meta;
                 let state = LoopState {
                     iteration: m.iteration,
@@ -60,23 +61,16 @@ impl<'a> Trainer<'a> {
                     window_stats: m.window_stats,
                     elapsed_before: m.elapsed_s,
                 };
-                let last = Some((point.checkpoint.clone(), m.iteration));
+                let last = Some((point.path, m.iteration, m.batches_per_epoch));
                 (run, model, sgd, ckpt.normalizer, state, last)
             }
         };
-        std::fs::write(run.config(), cfg.to_yaml()).map_err(|e| TrainError::io(run.config(), e))?;
+        write_file(&run.config(), cfg.to_yaml().as_bytes())?;
         let normalizer = Arc::new(normalizer);
         let loader = BatchLoader::new(
             Arc::clone(&data.train),
             Arc::clone(&normalizer),
-            LoaderConfig {
-                batch_size: cfg.training.batch_size,
-                shuffle: true,
-                drop_last: cfg.training.drop_last,
-                augment: cfg.data.augment,
-                seed: cfg.seed,
-                prefetch: cfg.training.prefetch,
-            },
+            cfg.loader_config(),
         );
         if loader.batches_per_epoch() == 0 {
             return Err(TrainError::ConfigValue {
@@ -91,20 +85,22 @@ impl<'a> Trainer<'a> {
                 ),
             });
         }
-        if let Some((path, _)) = &last_checkpoint {
-            let bpe = loader.batches_per_epoch() as u64;
-            let m = Checkpoint::read_meta(path)?;
-            if m.batches_per_epoch != bpe {
-                return Err(TrainError::checkpoint(
-                    path,
-                    format!(
-                        "the run had {} steps per epoch, this config and data give {bpe} \
-                         (were data limits, the split or the batch size changed?)",
-                        m.batches_per_epoch
-                    ),
-                ));
+        let last_checkpoint = match last_checkpoint {
+            Some((path, iteration, run_bpe)) => {
+                let bpe = loader.batches_per_epoch() as u64;
+                if run_bpe != bpe {
+                    return Err(TrainError::checkpoint(
+                        &path,
+                        format!(
+                            "the run had {run_bpe} steps per epoch, this config and data give \
+                             {bpe} (were data limits, the split or the batch size changed?)"
+                        ),
+                    ));
+                }
+                Some((path, iteration))
             }
-        }
+            None => None,
+        };
         let ckdir = CheckpointDir::new(run.checkpoints(), cfg.training.keep_last)?;
         ckdir.clean_up(&[run.root()])?;
         let metrics = MetricsLog::open(run.root(), Some(state.iteration))?;

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod tensorboard_reader;
+
 /// The golden fixtures directory; panics with the path if it is missing.
 pub fn fixtures_dir() -> PathBuf {
     let dir = match std::env::var_os("RESNET_FIXTURES") {

@@ -1,4 +1,8 @@
 //! Process-level tuning for CPU training: the allocator, and candle's own thread pool.
+//! These settings belong to a program, not to a library: `resnet-cli`'s `main` calls
+//! [`tune_process`] first thing; a program of your own built on `resnet-model`/`trainer`
+//! can do the same (or not: results are the same bits either way, only speed differs).
+//! Only `std` is used here, so the kernel benchmarks include this same file.
 //!
 //! A training step allocates and frees dozens of activation-sized buffers (several MB each).
 //! glibc serves those with `mmap` and returns them with `munmap` (or trims the heap top), so
@@ -32,7 +36,7 @@ pub fn tune_allocator() -> bool {
     }
 }
 
-/// Process-level settings for CPU training and inference with these kernels; call it first
+/// Process-level settings for CPU training and inference with `resnet-model`'s kernels; call it first
 /// thing in `main`, before any other thread starts (it sets an environment variable).
 ///
 /// - [`tune_allocator`];
@@ -44,7 +48,7 @@ pub fn tune_allocator() -> bool {
 ///   wall time.
 ///
 /// Returns whether the allocator settings were applied.
-pub fn tune_runtime() -> bool {
+pub fn tune_process() -> bool {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Called before other threads exist (documented precondition), so no concurrent
         // reader of the environment can observe the write.

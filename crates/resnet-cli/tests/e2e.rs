@@ -1,7 +1,11 @@
 //! End-to-end tests of `resnet-cli`: smoke training → checkpoint → eval → predict, exact
 //! resume after a stop and after SIGTERM, configuration errors, bad checkpoints.
 //!
-//! Run with `cargo test -p resnet-e2e`. Uses the real CIFAR-10 when
+//! The tests run the `resnet-cli` binary users run (`CARGO_BIN_EXE_resnet-cli`, with its
+//! process tuning) as child processes; shared helpers live in the `resnet-e2e` support crate
+//! (`tests/lib.rs` at the workspace root).
+//!
+//! Run with `cargo test -p resnet-cli --test e2e`. Uses the real CIFAR-10 when
 //! `../shared/data/cifar-10-binary.tar.gz` exists beside the checkout, synthetic data
 //! otherwise.
 
@@ -11,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use resnet_e2e::{assert_same_checkpoint, command, install_data, real_archive, run, Run};
 
+#[path = "../../trainer/tests/common/tensorboard_reader.rs"]
+mod tensorboard_reader;
+
 fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_resnet-cli-e2e"))
+    Path::new(env!("CARGO_BIN_EXE_resnet-cli"))
 }
 
 /// A dataset shared by the tests of this binary (installed once, kept under Cargo's
@@ -108,7 +115,7 @@ fn smoke_train_then_eval_and_predict() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(events.len(), 1);
-    let scalars = trainer::tensorboard::read_scalars(&events[0]).unwrap();
+    let scalars = tensorboard_reader::read_scalars(&events[0]).unwrap();
     let steps = |tag: &str| -> Vec<i64> {
         scalars
             .iter()
@@ -486,8 +493,21 @@ fn config_errors_name_the_key_and_line() {
     assert!(e.stderr.contains("expected key.path=value"), "{}", e.stderr);
     let e = cli(&["train", "no/such/config.yaml"]).expect_code(1);
     assert!(e.stderr.contains("no/such/config.yaml"), "{}", e.stderr);
-    let e = cli(&["train", "--device", "tpu"]).expect_code(1);
-    assert!(e.stderr.contains("unknown device `tpu`"), "{}", e.stderr);
+    // A value clap knows the choices of is a usage error (status 2) that lists them.
+    let e = cli(&["train", "--device", "tpu"]).expect_code(2);
+    assert!(
+        e.stderr
+            .contains("invalid value 'tpu' for '--device <DEVICE>'")
+            && e.stderr.contains("[possible values: auto, cpu, cuda]"),
+        "{}",
+        e.stderr
+    );
+    let e = cli(&["eval", "w.safetensors", "--split", "validation"]).expect_code(2);
+    assert!(
+        e.stderr.contains("[possible values: test, val, train]"),
+        "{}",
+        e.stderr
+    );
 }
 
 #[test]

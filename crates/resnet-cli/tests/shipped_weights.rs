@@ -10,14 +10,14 @@
 //! Needs `../shared/data/cifar-10-binary.tar.gz` beside the checkout. Without it the test
 //! fails in CI (`CI` set) and is skipped, loudly, elsewhere.
 //!
-//! Run with `cargo test -p resnet-e2e --test shipped_weights`.
+//! Run with `cargo test -p resnet-cli --test shipped_weights`.
 
 use std::path::{Path, PathBuf};
 
 use resnet_e2e::{run, workspace_root};
 
 fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_resnet-cli-e2e"))
+    Path::new(env!("CARGO_BIN_EXE_resnet-cli"))
 }
 
 /// Finished runs under `results/`, sorted by name.

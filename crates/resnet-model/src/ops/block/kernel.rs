@@ -1,0 +1,258 @@
+//! A whole basic residual block in training mode as one custom op:
+//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+//!
+//! Composed from the per-layer ops, one block puts six activation-sized tensors through
+//! candle's autograd, and for each of them the backward pass allocates a zero tensor and adds
+//! the op's gradient into it, on the calling thread while the worker threads wait. As one op
+//! the block has a single activation-sized argument (`x`); its parameters travel packed into
+//! two small tensors (`[conv1 | conv2 | shortcut conv]` and `[bn1 γ | β | bn2 γ | β |
+//! shortcut γ | β]`), and the intermediate activations live inside the op until its backward
+//! runs. It calls the same kernels in the same order as the composed ops, so its results are
+//! the same to the bit.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{bail, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::batch_norm::{train_backward, train_forward, train_stats, Saved};
+use crate::ops::channel::{affine_add_relu, Planes};
+use crate::ops::conv::{forward as conv_forward, grad_input, grad_weight};
+use crate::ops::conv_backward;
+use crate::ops::custom::{custom_op, with_all, CpuOp};
+use crate::ops::elementwise::{
+    relu_mask, subsample_pad, subsample_pad_backward, Dims, SubsamplePad,
+};
+use crate::ops::im2col::ConvGeom;
+
+/// The shortcut branch of a fused block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Identity,
+    SubsamplePad,
+    Projection,
+}
+
+/// What the forward keeps for the backward (and for the running statistics).
+pub(crate) struct BlockSaved {
+    /// conv1's output (bn1's input).
+    y1: Vec<f32>,
+    /// relu(bn1(y1)) (conv2's input).
+    a1: Vec<f32>,
+    /// conv2's output (bn2's input).
+    y2: Vec<f32>,
+    /// The projection's conv output (its BatchNorm's input); empty for other shortcuts.
+    ys: Vec<f32>,
+    /// Statistics of bn1, bn2 and, for a projection, the shortcut's BatchNorm.
+    pub(crate) bn: Vec<Saved>,
+}
+
+/// The fused training-mode block over `(x, packed conv weights, packed BN parameters)`.
+pub(crate) struct BlockTrain {
+    pub(crate) cout: usize,
+    pub(crate) stride: usize,
+    pub(crate) kind: Kind,
+    pub(crate) eps: f64,
+    pub(crate) saved: Arc<Mutex<Option<BlockSaved>>>,
+}
+
+/// Shapes of one block for an input `[n, cin, h, w]`.
+struct Geom {
+    conv1: ConvGeom,
+    conv2: ConvGeom,
+    proj: Option<ConvGeom>,
+    pad: Option<Dims>,
+    /// The output planes `[n, cout, ho, wo]`.
+    out: Planes,
+}
+
+impl BlockTrain {
+    fn geom(&self, op: &str, x: &[usize]) -> Result<Geom> {
+        let &[n, cin, h, w] = x else {
+            bail!("{op}: expected an [N, C, H, W] input, got shape {x:?}")
+        };
+        let co = self.cout;
+        let conv1 = ConvGeom::new(&[n, cin, h, w], &[co, cin, 3, 3], self.stride, 1)?;
+        let conv2 = ConvGeom::new(&[n, co, conv1.ho, conv1.wo], &[co, co, 3, 3], 1, 1)?;
+        let (mut proj, mut pad) = (None, None);
+        match self.kind {
+            Kind::Identity => {
+                if cin != co || self.stride != 1 {
+                    bail!("{op}: an identity shortcut needs stride 1 and {co} input channels, got {cin} with stride {}", self.stride)
+                }
+            }
+            Kind::SubsamplePad => {
+                let d = SubsamplePad { out_channels: co }.dims(x)?;
+                if self.stride != 2 || (d.h2, d.w2) != (conv1.ho, conv1.wo) {
+                    bail!(
+                        "{op}: the option-A shortcut needs stride 2, got {}",
+                        self.stride
+                    )
+                }
+                pad = Some(d);
+            }
+            Kind::Projection => {
+                proj = Some(ConvGeom::new(x, &[co, cin, 1, 1], self.stride, 0)?);
+            }
+        }
+        let out = Planes {
+            n,
+            c: co,
+            hw: conv1.ho * conv1.wo,
+        };
+        Ok(Geom {
+            conv1,
+            conv2,
+            proj,
+            pad,
+            out,
+        })
+    }
+
+    /// Lengths of the pieces of the packed weights: conv1, conv2, the shortcut's conv (0
+    /// without a projection).
+    fn weight_lens(&self, cin: usize) -> [usize; 3] {
+        let co = self.cout;
+        let proj = if self.kind == Kind::Projection {
+            co * cin
+        } else {
+            0
+        };
+        [co * cin * 9, co * co * 9, proj]
+    }
+
+    /// Length of the packed BatchNorm parameters (γ and β of every BatchNorm).
+    fn bn_len(&self) -> usize {
+        self.cout * if self.kind == Kind::Projection { 6 } else { 4 }
+    }
+}
+
+/// Splits `v` into consecutive pieces of the given lengths.
+fn split<const K: usize>(mut v: &[f32], lens: [usize; K]) -> [&[f32]; K] {
+    lens.map(|l| {
+        let (a, b) = v.split_at(l);
+        v = b;
+        a
+    })
+}
+
+fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        bail!("{op}: the packed {what} have {got} elements, expected {want}")
+    }
+    Ok(())
+}
+
+/// Adds `b` into `a` elementwise.
+fn add_into(a: &mut [f32], b: &[f32]) {
+    const BLOCK: usize = 1 << 15;
+    a.par_chunks_mut(BLOCK)
+        .zip(b.par_chunks(BLOCK))
+        .for_each(|(a, b)| {
+            for (a, &b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        });
+}
+
+/// `(dx, dW)` of a convolution, fused when it has a transposed form.
+fn conv_grads(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    conv_backward::backward(g, x, dy, w)
+        .unwrap_or_else(|| (grad_input(g, dy, w), grad_weight(g, x, dy)))
+}
+
+custom_op!(BlockTrain: CustomOp3);
+
+impl CpuOp<3> for BlockTrain {
+    const NAME: &'static str = "resnet-basic-block-train";
+    const OP: &'static str = "basic_block_train";
+
+    fn forward(
+        &self,
+        [x, wp, pp]: [&[f32]; 3],
+        [lx, _, _]: [&Layout; 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        const OP: &str = <BlockTrain as CpuOp<3>>::OP;
+        let g = self.geom(OP, lx.dims())?;
+        let lens = self.weight_lens(g.conv1.cin);
+        check_len(OP, "conv weights", wp.len(), lens.iter().sum())?;
+        check_len(OP, "BatchNorm parameters", pp.len(), self.bn_len())?;
+        let co = self.cout;
+        let [w1, w2, ws] = split(wp, lens);
+        let bnp = |i: usize| &pp[i * co..(i + 1) * co];
+
+        let y1 = conv_forward(&g.conv1, x, w1);
+        let (a1, s1) = train_forward(g.out, &y1, bnp(0), bnp(1), self.eps, true);
+        let y2 = conv_forward(&g.conv2, &a1, w2);
+        let mut bn = vec![s1, train_stats(g.out, &y2, bnp(2), bnp(3), self.eps)];
+        let (ys, shortcut) = match (&g.pad, &g.proj) {
+            (Some(d), _) => (Vec::new(), Some(subsample_pad(d, x))),
+            (None, Some(gp)) => {
+                let ys = conv_forward(gp, x, ws);
+                let (s, st) = train_forward(g.out, &ys, bnp(4), bnp(5), self.eps, false);
+                bn.push(st);
+                (ys, Some(s))
+            }
+            (None, None) => (Vec::new(), None),
+        };
+        let y = affine_add_relu(
+            g.out,
+            &y2,
+            &bn[1].scale,
+            &bn[1].shift,
+            shortcut.as_deref().unwrap_or(x),
+        );
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(BlockSaved { y1, a1, y2, ys, bn });
+        Ok((y, (g.out.n, co, g.conv1.ho, g.conv1.wo).into()))
+    }
+
+    fn backward(
+        &self,
+        [x, wp, pp]: [&Tensor; 3],
+        res: &Tensor,
+        dres: &Tensor,
+    ) -> Result<[Option<Tensor>; 3]> {
+        const OP: &str = "basic_block_train backward";
+        let guard = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(s) = guard.as_ref() else {
+            bail!("{OP}: nothing saved (the forward did not run on the CPU)")
+        };
+        let g = self.geom(OP, x.dims())?;
+        let lens = self.weight_lens(g.conv1.cin);
+        let grads = with_all(OP, [x, wp, res, dres], |[x, wp, res, dres]| {
+            let [w1, w2, ws] = split(wp, lens);
+            // the final ReLU, then the two branches of the sum
+            let dz = relu_mask(res, dres);
+            let (dy2, dg2, db2) = train_backward(g.out, &s.y2, &dz, &s.bn[1], false);
+            let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
+            drop(dy2);
+            let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
+            drop(da1);
+            let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
+            drop(dy1);
+            let mut dw = [dw1, dw2].concat();
+            let mut dp = [dg1, db1, dg2, db2].concat();
+            match (&g.pad, &g.proj) {
+                (Some(d), _) => add_into(&mut dx, &subsample_pad_backward(d, &dz)),
+                (None, Some(gp)) => {
+                    let (dys, dgs, dbs) = train_backward(g.out, &s.ys, &dz, &s.bn[2], false);
+                    let (dxs, dws) = conv_grads(gp, x, &dys, ws);
+                    add_into(&mut dx, &dxs);
+                    dw.extend_from_slice(&dws);
+                    dp.extend_from_slice(&dgs);
+                    dp.extend_from_slice(&dbs);
+                }
+                (None, None) => add_into(&mut dx, &dz),
+            }
+            (dx, dw, dp)
+        })?;
+        let (dx, dw, dp) = grads;
+        let dev = x.device();
+        Ok([
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, wp.shape(), dev)?),
+            Some(Tensor::from_vec(dp, pp.shape(), dev)?),
+        ])
+    }
+}
