@@ -57,7 +57,7 @@ mod tensors;
 pub use augment::{augment_into, augment_into_slow, AugmentConfig, AugmentParams};
 pub use error::DataError;
 pub use image_set::ImageSet;
-pub use loader::{make_batch, Batch, BatchLoader, EpochIter, LoaderConfig};
+pub use loader::{make_batch, Batch, BatchLoader, EpochIter, LoaderConfig, Shard};
 pub use normalize::{NormalizationConfig, Normalizer};
 pub use parse::{
     load, load_with_records, parse_batch, read_batch_file, read_class_names, BATCHES_DIR,

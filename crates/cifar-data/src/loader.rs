@@ -103,6 +103,32 @@ pub struct BatchLoader {
     set: Arc<ImageSet>,
     normalizer: Arc<Normalizer>,
     cfg: LoaderConfig,
+    shard: Shard,
+}
+
+/// Which part of every batch a loader yields: shard `rank` of `count` (data-parallel training,
+/// one shard per process). [`Shard::WHOLE`] is the whole batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub rank: usize,
+    /// Shards per batch, at least 1.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole batch: shard 0 of 1.
+    pub const WHOLE: Shard = Shard { rank: 0, count: 1 };
+
+    /// The positions `start..end` of this shard within a batch of `len` samples: consecutive
+    /// slices whose sizes differ by at most one (the first `len % count` shards get the extra
+    /// sample), so that the shards of ranks `0..count`, in order, are exactly the batch.
+    pub fn range(self, len: usize) -> std::ops::Range<usize> {
+        let (q, r) = (len / self.count, len % self.count);
+        let start = self.rank * q + self.rank.min(r);
+        let size = q + usize::from(self.rank < r);
+        start..start + size
+    }
 }
 
 impl BatchLoader {
@@ -116,7 +142,34 @@ impl BatchLoader {
             set,
             normalizer,
             cfg,
+            shard: Shard::WHOLE,
         }
+    }
+
+    /// This loader yielding only `shard` of every batch ([`Shard::range`]). Order and
+    /// augmentation are those of the whole batch, so the shards of all ranks together are
+    /// exactly what the unsharded loader yields. Panics if `shard.rank >= shard.count`.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        assert!(
+            shard.rank < shard.count,
+            "shard {} of {} does not exist",
+            shard.rank,
+            shard.count
+        );
+        self.shard = shard;
+        self
+    }
+
+    /// The shard this loader yields.
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Samples in batch `batch_index` of an epoch, all shards together (the last batch of an
+    /// epoch may be partial).
+    pub fn batch_len(&self, batch_index: usize) -> usize {
+        let start = batch_index * self.cfg.batch_size;
+        (start + self.cfg.batch_size).min(self.set.len()) - start.min(self.set.len())
     }
 
     /// The settings.
@@ -158,6 +211,7 @@ impl BatchLoader {
             cfg: self.cfg,
             epoch,
             order: self.order(epoch),
+            shard: self.shard,
         });
         let end = self.batches_per_epoch();
         let start = start_batch.min(end);
@@ -199,6 +253,7 @@ impl BatchLoader {
             cfg: self.cfg,
             epoch,
             order: self.order(epoch),
+            shard: self.shard,
         };
         job.build(batch_index)
     }
@@ -211,13 +266,15 @@ struct Job {
     cfg: LoaderConfig,
     epoch: u64,
     order: Vec<usize>,
+    shard: Shard,
 }
 
 impl Job {
     fn build(&self, b: usize) -> Batch {
         let start = b * self.cfg.batch_size;
         let end = (start + self.cfg.batch_size).min(self.order.len());
-        let indices = self.order[start..end].to_vec();
+        let part = self.shard.range(end - start);
+        let indices = self.order[start + part.start..start + part.end].to_vec();
         make_batch(
             &self.set,
             &self.normalizer,

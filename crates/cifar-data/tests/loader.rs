@@ -174,3 +174,47 @@ fn to_tensors_shapes_and_values() {
     assert_eq!(y.to_vec1::<u32>().unwrap(), b.labels);
     assert_eq!(x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.images);
 }
+
+#[test]
+fn shards_of_a_batch_are_the_batch_cut_in_order() {
+    use cifar_data::Shard;
+    let cfg = LoaderConfig {
+        batch_size: 32,
+        augment: Some(AugmentConfig::default()),
+        seed: 5,
+        ..Default::default()
+    };
+    let (_, _, whole) = make(130, cfg);
+    for count in [1, 2, 3, 5] {
+        let shards: Vec<BatchLoader> = (0..count)
+            .map(|rank| whole.clone().with_shard(Shard { rank, count }))
+            .collect();
+        for epoch in [0, 3] {
+            let expected: Vec<_> = whole.epoch(epoch, 1).collect();
+            let parts: Vec<Vec<_>> = shards.iter().map(|l| l.epoch(epoch, 1).collect()).collect();
+            for (b, full) in expected.iter().enumerate() {
+                assert_eq!(whole.batch_len(b + 1), full.len());
+                let mut images = Vec::new();
+                let mut labels = Vec::new();
+                let mut indices = Vec::new();
+                let sizes: Vec<usize> = parts.iter().map(|p| p[b].len()).collect();
+                assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+                for p in &parts {
+                    images.extend_from_slice(&p[b].images);
+                    labels.extend_from_slice(&p[b].labels);
+                    indices.extend_from_slice(&p[b].indices);
+                }
+                assert_eq!(indices, full.indices, "{count} shards, batch {b}");
+                assert_eq!(labels, full.labels);
+                assert!(images == full.images, "augmentation differs in a shard");
+            }
+        }
+    }
+    // The partial last batch (2 images) over 3 shards: one shard is empty.
+    let last = whole.batches_per_epoch() - 1;
+    assert_eq!(whole.batch_len(last), 2);
+    let r: Vec<_> = (0..3)
+        .map(|rank| Shard { rank, count: 3 }.range(2))
+        .collect();
+    assert_eq!(r, [0..1, 1..2, 2..2]);
+}

@@ -54,8 +54,16 @@ fn shell_quote(p: &Path) -> String {
     }
 }
 
-/// `train`.
+/// `train`: one process, or one rank of `mpirun -np K resnet-cli train` (the `mpi` feature).
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
+    crate::ranks::with_ranks(|comm| train_with(args, comm))
+}
+
+fn train_with(
+    args: TrainArgs,
+    comm: Option<std::sync::Arc<dyn trainer::distributed::Communicator>>,
+) -> Result<ExitCode> {
+    let rank = comm.as_ref().map_or(0, |c| c.rank());
     let stop = trainer::signal::install_stop_handler()?;
     let mut overrides = overrides_with_data_dir(&args.set, &args.data)?;
     if let Some(d) = args.device {
@@ -77,9 +85,20 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         stop_after_seconds: args.stop_after_time.map(|d| d.as_secs_f64()),
         build: Some(env!("RESNET_CLI_BUILD").to_string()),
         note: args.note.clone(),
+        comm,
     };
-    let mut observer = BarObserver::new(!args.no_progress);
+    let mut observer = BarObserver::new(!args.no_progress && rank == 0);
     let outcome = trainer::train(&request, &options, &mut observer)?;
+    if rank > 0 {
+        // Rank 0 reports the outcome.
+        return Ok(match &outcome {
+            TrainOutcome::Stopped {
+                reason: StopReason::Interrupted,
+                ..
+            } => ExitCode::from(130),
+            _ => ExitCode::SUCCESS,
+        });
+    }
     match outcome {
         TrainOutcome::Finished { run_dir, report } => {
             let f = &report.final_model;

@@ -18,6 +18,7 @@ use clap::Parser;
 pub mod args;
 pub mod commands;
 pub mod progress;
+pub mod ranks;
 pub mod tune;
 
 use args::{Cli, Command};
@@ -74,9 +75,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,trainer=info,resnet_cli=info,cifar_data=info")
-    });
+    // Under mpirun, ranks > 0 log only warnings and errors: rank 0 speaks for the run.
+    let default = if ranks::rank_from_env() > 0 {
+        "warn"
+    } else {
+        "warn,trainer=info,resnet_cli=info,cifar_data=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress::LogWriter)

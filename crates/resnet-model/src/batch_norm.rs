@@ -4,6 +4,7 @@
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use crate::batch_stats::{self, BatchStats};
 use crate::ops;
 
 /// Hyper-parameters of a [`BatchNorm`] (PyTorch's defaults).
@@ -36,6 +37,10 @@ impl Default for BatchNormConfig {
 /// statistics like PyTorch: `running = (1 - momentum) * running + momentum * batch`, where the
 /// batch variance is the unbiased one (`var * m / (m - 1)`, `m = N * H * W`). Eval mode
 /// normalizes with the running statistics.
+///
+/// That is the default [`BatchStats::Local`] mode; [`set_batch_stats`](Self::set_batch_stats)
+/// selects per-group statistics or statistics synchronized across processes instead (for
+/// data-parallel training).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     weight: Tensor,
@@ -43,6 +48,7 @@ pub struct BatchNorm {
     running_mean: Var,
     running_var: Var,
     cfg: BatchNormConfig,
+    stats: BatchStats,
 }
 
 impl BatchNorm {
@@ -74,6 +80,7 @@ impl BatchNorm {
             running_mean: Var::from_tensor(&running_mean)?,
             running_var: Var::from_tensor(&running_var)?,
             cfg,
+            stats: BatchStats::Local,
         })
     }
 
@@ -85,6 +92,17 @@ impl BatchNorm {
     /// The configuration.
     pub fn config(&self) -> BatchNormConfig {
         self.cfg
+    }
+
+    /// How training mode computes batch statistics.
+    pub fn batch_stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
+    /// Sets how training mode computes batch statistics (see [`BatchStats`]; eval mode is
+    /// unaffected).
+    pub fn set_batch_stats(&mut self, stats: BatchStats) {
+        self.stats = stats;
     }
 
     /// The weight (γ) `[C]`.
@@ -107,24 +125,11 @@ impl BatchNorm {
         self.running_var.as_tensor()
     }
 
-    /// Normalizes `x` `[N, C, H, W]`; `train` uses and records batch statistics.
+    /// Normalizes `x` `[N, C, H, W]`; `train` uses and records batch statistics, computed as
+    /// [`batch_stats`](Self::batch_stats) says.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            let (n, _c, h, w) = x.dims4()?;
-            let m = n * h * w;
-            if m < 2 {
-                candle_core::bail!(
-                    "BatchNorm in training mode needs more than one value per channel, \
-                     got input of shape {:?}",
-                    x.dims()
-                );
-            }
-            let out =
-                ops::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps, self.cfg.relu)?;
-            self.update_running_stats(&out.mean, &out.var, m)?;
-            Ok(out.y)
-        } else {
-            ops::batch_norm_eval(
+        if !train {
+            return ops::batch_norm_eval(
                 x,
                 &self.weight,
                 &self.bias,
@@ -132,8 +137,35 @@ impl BatchNorm {
                 self.running_var.as_tensor(),
                 self.cfg.eps,
                 self.cfg.relu,
-            )
+            );
         }
+        let out = match &self.stats {
+            BatchStats::Synced(r) => {
+                batch_stats::synced_train(x, &self.weight, &self.bias, self.cfg, r)?
+            }
+            BatchStats::Groups(g) if *g != 1 => {
+                batch_stats::groups_train(x, &self.weight, &self.bias, self.cfg, *g)?
+            }
+            BatchStats::Local | BatchStats::Groups(_) => return self.forward_local(x),
+        };
+        self.update_running_stats(&out.mean, &out.var, out.count)?;
+        Ok(out.y)
+    }
+
+    /// Training mode with [`BatchStats::Local`].
+    fn forward_local(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, _c, h, w) = x.dims4()?;
+        let m = n * h * w;
+        if m < 2 {
+            candle_core::bail!(
+                "BatchNorm in training mode needs more than one value per channel, \
+                 got input of shape {:?}",
+                x.dims()
+            );
+        }
+        let out = ops::batch_norm_train(x, &self.weight, &self.bias, self.cfg.eps, self.cfg.relu)?;
+        self.update_running_stats(&out.mean, &out.var, m)?;
+        Ok(out.y)
     }
 
     /// PyTorch's running-statistics update from a batch mean and *biased* variance over `m`

@@ -4,6 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::batch_norm::{batch_norm, BatchNorm, BatchNormConfig};
+use crate::batch_stats::BatchStats;
 use crate::conv::{conv2d, Conv2d, Conv2dConfig};
 use crate::ops;
 use crate::shortcut::{Shortcut, ShortcutLayer};
@@ -13,7 +14,10 @@ use crate::shortcut::{Shortcut, ShortcutLayer};
 ///
 /// In training mode the whole block runs as one op, [`ops::basic_block_train`] (same results
 /// as the layers one by one, with far less autograd bookkeeping), and then updates the
-/// BatchNorms' running statistics; in eval mode the layers run one by one.
+/// BatchNorms' running statistics; in eval mode the layers run one by one. With a
+/// [`BatchStats`] mode other than [`BatchStats::Local`] (see
+/// [`set_batch_stats`](Self::set_batch_stats)) training mode runs the layers one by one
+/// too.
 #[derive(Debug, Clone)]
 pub struct BasicBlock {
     conv1: Conv2d,
@@ -73,19 +77,31 @@ impl BasicBlock {
     pub fn shortcut(&self) -> &ShortcutLayer {
         &self.shortcut
     }
+
+    /// Sets how every BatchNorm of the block (`bn1`, `bn2` and a projection shortcut's)
+    /// computes training-mode batch statistics; see [`BatchStats`].
+    pub fn set_batch_stats(&mut self, stats: BatchStats) {
+        self.bn1.set_batch_stats(stats.clone());
+        self.bn2.set_batch_stats(stats.clone());
+        self.shortcut.set_batch_stats(stats);
+    }
 }
 
 impl BasicBlock {
     /// Training mode through [`ops::basic_block_train`] (the whole block as one autograd
     /// node), then the running-statistics updates. `None` when the block's BatchNorms do not
-    /// share one epsilon (the fused op takes one), in which case the layers run one by one.
+    /// share one epsilon (the fused op takes one) or do not all compute local batch
+    /// statistics, in which case the layers run one by one.
     fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let eps = self.bn1.config().eps;
+        if !self.bn1.batch_stats().is_local() || !self.bn2.batch_stats().is_local() {
+            return Ok(None);
+        }
         let shortcut = match &self.shortcut {
             ShortcutLayer::Identity => ops::BlockShortcut::Identity,
             ShortcutLayer::SubsamplePad { .. } => ops::BlockShortcut::SubsamplePad,
             ShortcutLayer::Projection { conv, bn } => {
-                if bn.config().eps != eps {
+                if bn.config().eps != eps || !bn.batch_stats().is_local() {
                     return Ok(None);
                 }
                 ops::BlockShortcut::Projection {

@@ -17,6 +17,9 @@
 //! - [`ResNet`]: the module, built candle-nn style from any `VarBuilder` with PyTorch's
 //!   `state_dict` names, implementing `candle_nn::ModuleT`; layers [`Conv2d`],
 //!   [`BatchNorm`], [`BasicBlock`], [`ShortcutLayer`].
+//! - [`BatchStats`]: how training-mode BatchNorm computes batch statistics for data-parallel
+//!   training: per process (default), per group of the batch, or synchronized across
+//!   processes through a [`StatsReducer`].
 //! - [`ResNetModel`]: the network plus its tensors: seeded He initialization ([`init`]),
 //!   trainable [`parameters`](ResNetModel::parameters) kept apart from BatchNorm
 //!   [`buffers`](ResNetModel::buffers), strict `state_dict` loading ([`StateDictError`]),
@@ -74,6 +77,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod batch_norm;
+pub mod batch_stats;
 pub mod block;
 pub mod config;
 pub mod conv;
@@ -90,6 +94,7 @@ mod store;
 pub mod summary;
 
 pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use batch_stats::{BatchStats, SingleProcess, StatsReducer};
 pub use block::BasicBlock;
 pub use config::ResNetConfig;
 pub use conv::{Conv2d, Conv2dConfig};

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device, ModuleT, Result, Tensor, Var};
 use candle_nn::VarBuilder;
 
+use crate::batch_stats::BatchStats;
 use crate::config::ResNetConfig;
 use crate::init;
 use crate::resnet::ResNet;
@@ -138,6 +139,19 @@ impl ResNetModel {
     /// The network module (shares this model's tensors).
     pub fn net(&self) -> &ResNet {
         &self.net
+    }
+
+    /// Sets how every BatchNorm computes batch statistics in training mode: per process
+    /// ([`BatchStats::Local`], the default), per group of the batch, or synchronized across
+    /// the processes of a data-parallel run. Eval mode is unaffected.
+    pub fn set_batch_stats(&mut self, stats: BatchStats) {
+        self.net.set_batch_stats(stats);
+    }
+
+    /// How training mode computes batch statistics (see
+    /// [`set_batch_stats`](Self::set_batch_stats)).
+    pub fn batch_stats(&self) -> &BatchStats {
+        self.net.batch_stats()
     }
 
     /// Logits `[N, num_classes]` for images `[N, 3, H, W]` (`f32`, on [`device`](Self::device)).

@@ -4,6 +4,7 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::batch_norm::{batch_norm, BatchNorm, BatchNormConfig};
+use crate::batch_stats::BatchStats;
 use crate::block::BasicBlock;
 use crate::config::ResNetConfig;
 use crate::conv::{conv2d, Conv2d, Conv2dConfig};
@@ -92,6 +93,21 @@ impl ResNet {
     /// The configuration it was built with.
     pub fn config(&self) -> &ResNetConfig {
         &self.cfg
+    }
+
+    /// Sets how every BatchNorm of the network computes training-mode batch statistics; see
+    /// [`BatchStats`].
+    pub fn set_batch_stats(&mut self, stats: BatchStats) {
+        for block in self.stages.iter_mut().flatten() {
+            block.set_batch_stats(stats.clone());
+        }
+        self.bn1.set_batch_stats(stats);
+    }
+
+    /// How training mode computes batch statistics (the mode of the stem BatchNorm `bn1`,
+    /// which [`set_batch_stats`](Self::set_batch_stats) gives every BatchNorm).
+    pub fn batch_stats(&self) -> &BatchStats {
+        self.bn1.batch_stats()
     }
 
     /// The blocks of stage `stage` (0, 1 or 2).

@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::batch_norm::{batch_norm, BatchNorm, BatchNormConfig};
+use crate::batch_stats::BatchStats;
 use crate::conv::{conv2d, Conv2d, Conv2dConfig};
 use crate::ops;
 
@@ -99,6 +100,14 @@ impl ShortcutLayer {
             Ok(Self::SubsamplePad { out_channels })
         } else {
             Ok(Self::Identity)
+        }
+    }
+
+    /// Sets how the projection's BatchNorm computes training-mode batch statistics (no-op
+    /// for the parameter-free shortcuts).
+    pub fn set_batch_stats(&mut self, stats: BatchStats) {
+        if let Self::Projection { bn, .. } = self {
+            bn.set_batch_stats(stats);
         }
     }
 

@@ -259,6 +259,21 @@ impl Checkpoint {
         }
     }
 
+    /// A checkpoint from the bytes [`Checkpoint::to_bytes`] gave (e.g. sent by rank 0 of a
+    /// data-parallel run), verified like a file; `name` labels it in errors.
+    pub fn from_bytes(bytes: &[u8], name: &Path, device: &Device) -> Result<Self> {
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+            TrainError::checkpoint(name, format!("not a valid safetensors buffer: {e}"))
+        })?;
+        match WeightsFile::parse(name, bytes, device)? {
+            WeightsFile::Checkpoint(c) => Ok(*c),
+            WeightsFile::Raw { .. } => Err(TrainError::checkpoint(
+                name,
+                "a plain weights buffer, not a training checkpoint",
+            )),
+        }
+    }
+
     /// The model state as a `HashMap`, for [`resnet_model::ResNetModel::load_state_dict`].
     pub fn model_state(&self) -> HashMap<String, Tensor> {
         self.model

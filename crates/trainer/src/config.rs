@@ -192,6 +192,26 @@ pub struct TrainingConfig {
     pub threads: Option<usize>,
     /// Batches prepared ahead in the background. Default 2.
     pub prefetch: usize,
+    /// With several ranks (`mpirun -np K`, the `mpi` feature): BatchNorm statistics over the
+    /// whole global batch, all-reduced in the forward and the backward (like
+    /// `torch.nn.SyncBatchNorm`), so K ranks compute what one process does. Default false:
+    /// per-rank statistics (the paper's two-GPU setup, DDP's default). Ignored with one rank.
+    #[serde(skip_serializing_if = "is_false")]
+    pub sync_batch_norm: bool,
+    /// Normalize each of this many equal consecutive slices of every batch (of every rank's
+    /// shard, with several ranks) with its own statistics ("ghost" BatchNorm): one process
+    /// with `G` computes what `G` ranks with per-rank BatchNorm compute. The batch (shard)
+    /// must divide evenly. Default 1 (the whole batch).
+    #[serde(skip_serializing_if = "is_one")]
+    pub batch_norm_groups: usize,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for TrainingConfig {
@@ -208,6 +228,8 @@ impl Default for TrainingConfig {
             device: DeviceChoice::Auto,
             threads: None,
             prefetch: 2,
+            sync_batch_norm: false,
+            batch_norm_groups: 1,
         }
     }
 }

@@ -119,6 +119,17 @@ pub enum TrainError {
         found: String,
     },
 
+    /// The ranks of a data-parallel run no longer hold the same weights (checked at every
+    /// epoch end): an MPI library whose all-reduce gives different sums on different ranks.
+    #[error(
+        "the ranks' weights differ after iteration {iteration}: the MPI all-reduce did not \
+         give every rank the same sums (try another MPI library or fewer ranks)"
+    )]
+    RanksDiverged {
+        /// Iterations done when the difference was found.
+        iteration: u64,
+    },
+
     /// The training loss became NaN or infinite.
     #[error(
         "the training loss is {loss} at iteration {iteration} (lower the learning rate?); {}",

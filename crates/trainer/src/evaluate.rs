@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use cifar_data::{BatchLoader, ImageSet, LoaderConfig, Normalizer};
+use cifar_data::{BatchLoader, ImageSet, LoaderConfig, Normalizer, Shard};
 use resnet_model::ResNetModel;
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::{Communicator, SingleProcess};
 use crate::error::{ModelContext, Result};
 use crate::loss::cross_entropy;
 
@@ -57,16 +58,45 @@ pub fn evaluate(
     batch_size: usize,
     class_names: &[String],
 ) -> Result<EvalResult> {
+    evaluate_sharded(
+        model,
+        set,
+        normalizer,
+        batch_size,
+        class_names,
+        &SingleProcess,
+    )
+}
+
+/// [`evaluate`] by the ranks of `comm` together: each rank evaluates its shard of every
+/// batch, and the confusion counts and loss sums are summed over the ranks (every rank gets
+/// the whole result). The counts are exactly those of one process; the loss may differ in
+/// the last bits (summed in another order).
+pub fn evaluate_sharded(
+    model: &ResNetModel,
+    set: &Arc<ImageSet>,
+    normalizer: &Arc<Normalizer>,
+    batch_size: usize,
+    class_names: &[String],
+    comm: &dyn Communicator,
+) -> Result<EvalResult> {
     let num_classes = model.config().num_classes;
     let loader = BatchLoader::new(
         Arc::clone(set),
         Arc::clone(normalizer),
         LoaderConfig::eval(batch_size.max(1)),
-    );
+    )
+    .with_shard(Shard {
+        rank: comm.rank(),
+        count: comm.size(),
+    });
     let device = model.device().clone();
     let mut confusion = vec![vec![0u64; num_classes]; num_classes];
     let mut loss_sum = 0f64;
     for (b, batch) in loader.epoch(0, 0).enumerate() {
+        if batch.is_empty() {
+            continue;
+        }
         let ctx = || format!("evaluating batch {b}");
         let (x, y) = batch.to_tensors(&device).ctx(ctx)?;
         let logits = model.predict(&x).ctx(ctx)?;
@@ -77,6 +107,15 @@ pub fn evaluate(
         let pred = argmax(&logits).ctx(ctx)?;
         for (&t, &p) in batch.labels.iter().zip(&pred) {
             confusion[t as usize][p as usize] += 1;
+        }
+    }
+    if comm.size() > 1 {
+        let mut sums: Vec<f64> = confusion.iter().flatten().map(|&c| c as f64).collect();
+        sums.push(loss_sum);
+        comm.all_reduce_sum_f64(&mut sums);
+        loss_sum = sums.pop().expect("the loss sum");
+        for (c, s) in confusion.iter_mut().flatten().zip(sums) {
+            *c = s as u64;
         }
     }
     Ok(summarize(confusion, loss_sum, class_names))

@@ -10,6 +10,8 @@
 //!   checkpoints with exact resume ([`checkpoint`]) and the final [`report`];
 //! * [`inference`] and [`predict`]: evaluate a checkpoint (or PyTorch weights) and classify
 //!   image files; [`export`]: a checkpoint's weights alone, for PyTorch or for shipping;
+//! * [`distributed`]: one model trained by K processes (`mpirun -np K`, the `mpi` feature),
+//!   each on a shard of every batch, gradients all-reduced;
 //! * [`stretch`]: the sessions a long run was trained in (commit, CPU, wall time);
 //!   [`runs_table`]: several runs (seeds) in one table, mean ± std.
 //!
@@ -53,6 +55,7 @@ pub mod config;
 mod curves;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub mod evaluate;
 pub mod export;

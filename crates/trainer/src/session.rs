@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::data::{DataSource, Datasets};
+use crate::distributed::{broadcast_string, Communicator, SingleProcess};
 use crate::error::{Result, TrainError};
 use crate::overrides::Override;
 use crate::progress::TrainObserver;
@@ -31,6 +32,18 @@ pub struct TrainOptions {
     pub build: Option<String>,
     /// A note recorded with this stretch (e.g. "the machine also ran builds").
     pub note: Option<String>,
+    /// The ranks this process trains with (data parallel, see [`crate::distributed`]);
+    /// `None`: one process.
+    pub comm: Option<Arc<dyn Communicator>>,
+}
+
+impl TrainOptions {
+    /// The communicator: [`TrainOptions::comm`], or [`SingleProcess`].
+    pub fn communicator(&self) -> Arc<dyn Communicator> {
+        self.comm
+            .clone()
+            .unwrap_or_else(|| Arc::new(SingleProcess) as Arc<dyn Communicator>)
+    }
 }
 
 /// What `resnet-cli train` is asked for, as data: the run [`train`] starts or resumes.
@@ -58,10 +71,34 @@ pub fn train(
     options: &TrainOptions,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome> {
-    let session = TrainSession::from_request(request)?;
-    let cfg = session.config();
-    let data = Datasets::load_or_fetch(&cfg.data_dir(), &cfg.data, &request.data)?;
-    session.run(data, options, observer)
+    let comm = options.communicator();
+    if comm.size() == 1 {
+        let session = TrainSession::from_request(request)?;
+        let cfg = session.config();
+        let data = Datasets::load_or_fetch(&cfg.data_dir(), &cfg.data, &request.data)?;
+        return session.run(data, options, observer);
+    }
+    // Several ranks: rank 0 reads the config (and the checkpoint, when resuming) and installs
+    // the data first; the others take rank 0's config, then load the data (installed by
+    // then when they share rank 0's file system). An error on any rank ends the job (the
+    // binary aborts the MPI job), so no rank waits forever.
+    if comm.rank() == 0 {
+        let session = TrainSession::from_request(request)?;
+        let cfg = session.config();
+        let data = Datasets::load_or_fetch(&cfg.data_dir(), &cfg.data, &request.data)?;
+        let mut yaml = cfg.to_yaml();
+        broadcast_string(comm.as_ref(), &mut yaml);
+        session.run(data, options, observer)
+    } else {
+        let mut yaml = String::new();
+        broadcast_string(comm.as_ref(), &mut yaml);
+        let cfg = RunConfig::from_yaml(&yaml, "the config rank 0 sent", &[])?;
+        let data = Datasets::load_or_fetch(&cfg.data_dir(), &cfg.data, &request.data)?;
+        let threads = cfg.training.threads;
+        crate::device::with_threads(threads, move || {
+            crate::train_loop::run_follower(cfg, data, options, observer)
+        })?
+    }
 }
 
 /// Why a run stopped before its end.

@@ -14,17 +14,18 @@ use resnet_model::ResNetModel;
 use crate::checkpoint::{Checkpoint, CheckpointDir, CheckpointMeta, FORMAT_VERSION};
 use crate::config::RunConfig;
 use crate::data::Datasets;
+use crate::distributed::{broadcast_string, check_identical, Communicator};
 use crate::error::{ModelContext, Result, TrainError};
-use crate::evaluate::evaluate;
-use crate::loss::{accuracy_count, cross_entropy};
+use crate::evaluate::evaluate_sharded;
 use crate::metrics::{MetricsLog, MetricsRecord, RecordKind};
-use crate::progress::{RunStart, StepInfo, TrainObserver};
+use crate::progress::{RunStart, TrainObserver};
 use crate::run_dir::RunDir;
 use crate::running_stats::RunningStats;
 use crate::session::{StopReason, TrainOptions, TrainOutcome, TrainSession};
 
 mod finish;
 mod setup;
+mod step;
 use crate::sgd::Sgd;
 use crate::tensorboard::SummaryWriter;
 
@@ -38,18 +39,27 @@ struct LoopState {
     elapsed_before: f64,
 }
 
+/// What the run writes: held by a single process, or by rank 0 of several.
+struct Outputs {
+    run: RunDir,
+    ckdir: CheckpointDir,
+    metrics: MetricsLog,
+    tb: SummaryWriter,
+}
+
 struct Trainer<'a> {
     cfg: RunConfig,
     data: Datasets,
-    run: RunDir,
+    /// The run directory's files; `None` on ranks > 0 of a data-parallel run.
+    out: Option<Outputs>,
+    /// The run directory (rank 0's path on every rank).
+    run_root: PathBuf,
     device: Device,
     model: ResNetModel,
     sgd: Sgd,
     normalizer: Arc<Normalizer>,
+    /// This rank's shard of every training batch.
     loader: BatchLoader,
-    ckdir: CheckpointDir,
-    metrics: MetricsLog,
-    tb: SummaryWriter,
     state: LoopState,
     session_start: Instant,
     /// When this session (stretch) started, RFC 3339.
@@ -60,6 +70,14 @@ struct Trainer<'a> {
     session_images: u64,
     /// Newest checkpoint written (or resumed from) and its iteration.
     last_checkpoint: Option<(PathBuf, u64)>,
+    /// The ranks training this model (one process: [`crate::distributed::SingleProcess`]).
+    comm: Arc<dyn Communicator>,
+    /// BatchNorm statistics are synchronized across ranks (the running statistics then agree
+    /// without averaging).
+    sync_bn: bool,
+    /// Seconds spent in the gradient and running-statistics all-reduces since the last
+    /// epoch line, and the steps they cover (several ranks only).
+    comm_time: (f64, u64),
     observer: &'a mut dyn TrainObserver,
 }
 
@@ -69,16 +87,36 @@ pub(crate) fn run(
     options: &TrainOptions,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome> {
-    let mut trainer = Trainer::new(session, data, observer)?;
+    let comm = options.communicator();
+    let trainer = Trainer::new(session, data, comm, observer)?;
+    finish_session(trainer, options)
+}
+
+/// Rank `k > 0` of a data-parallel run (see [`crate::distributed`]): trains with rank 0,
+/// writes nothing.
+pub(crate) fn run_follower(
+    cfg: RunConfig,
+    data: Datasets,
+    options: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainOutcome> {
+    let trainer = Trainer::follower(cfg, data, options.communicator(), observer)?;
+    finish_session(trainer, options)
+}
+
+fn finish_session(mut trainer: Trainer<'_>, options: &TrainOptions) -> Result<TrainOutcome> {
     let outcome = trainer.train(options);
     trainer.observer.finished();
-    if let Err(e) = trainer.tb.flush() {
+    let Some(out) = trainer.out.as_mut() else {
+        return outcome;
+    };
+    if let Err(e) = out.tb.flush() {
         tracing::warn!("flushing TensorBoard events: {e}");
     }
     if outcome.is_err() && trainer.start_iteration == 0 && trainer.last_checkpoint.is_none() {
         // A new run that failed before its first checkpoint (e.g. a loss that turned NaN in
         // the first epoch) has nothing to resume from: leave no directory behind.
-        let root = trainer.run.root().to_path_buf();
+        let root = trainer.run_root.clone();
         drop(trainer);
         match std::fs::remove_dir_all(&root) {
             Ok(()) => tracing::warn!(
@@ -111,16 +149,23 @@ impl<'a> Trainer<'a> {
         let bpe = self.bpe();
         let max = self.cfg.training.max_iterations;
         let resumed = self.last_checkpoint.is_some();
+        let device = match self.comm.size() {
+            1 => crate::device::describe(&self.device),
+            k => format!("{} × {k} ranks", crate::device::describe(&self.device)),
+        };
+        if self.comm.size() > 1 {
+            tracing::info!("data parallel: {}", self.comm.describe());
+        }
         self.observer.started(&RunStart {
-            run_dir: self.run.root(),
+            run_dir: &self.run_root,
             start_iteration: self.state.iteration,
             max_iterations: max,
             batches_per_epoch: bpe,
             resumed,
-            device: crate::device::describe(&self.device),
+            device,
         });
         tracing::info!(
-            run_dir = %self.run.root().display(),
+            run_dir = %self.run_root.display(),
             "{} {} at iteration {} of {max} ({bpe} steps per epoch, {} training images)",
             if resumed { "resuming" } else { "starting" },
             self.cfg.model.name(),
@@ -134,7 +179,8 @@ impl<'a> Trainer<'a> {
             let mut t0 = Instant::now();
             while let Some(batch) = batches.next() {
                 let lr = self.cfg.schedule.lr_at(self.state.iteration);
-                self.step(&batch, lr, t0.elapsed().as_secs_f64(), epoch)?;
+                let global_len = self.loader.batch_len((self.state.iteration % bpe) as usize);
+                self.step(&batch, global_len, lr, t0.elapsed().as_secs_f64(), epoch)?;
                 let it = self.state.iteration;
                 let done = it == max;
                 let mut ckpt_here = None;
@@ -160,14 +206,21 @@ impl<'a> Trainer<'a> {
                 } else {
                     None
                 };
+                let reason = self.agree_on_stop(reason);
                 if let Some(reason) = reason {
                     drop(batches);
-                    let checkpoint = match ckpt_here {
-                        Some(p) => p,
-                        None => self.save_checkpoint(true, false)?,
+                    let mut checkpoint = match (ckpt_here, self.out.is_some()) {
+                        (Some(p), _) => p,
+                        (None, true) => self.save_checkpoint(true, false)?,
+                        (None, false) => PathBuf::new(),
                     };
+                    if self.comm.size() > 1 {
+                        let mut s = checkpoint.display().to_string();
+                        broadcast_string(self.comm.as_ref(), &mut s);
+                        checkpoint = PathBuf::from(s);
+                    }
                     return Ok(TrainOutcome::Stopped {
-                        run_dir: self.run.root().to_path_buf(),
+                        run_dir: self.run_root.clone(),
                         checkpoint,
                         iteration: it,
                         reason,
@@ -178,13 +231,20 @@ impl<'a> Trainer<'a> {
         }
         let report = self.final_report()?;
         Ok(TrainOutcome::Finished {
-            run_dir: self.run.root().to_path_buf(),
+            run_dir: self.run_root.clone(),
             report: Box::new(report),
         })
     }
 
     /// Appends this session's record to the run's `stretches.jsonl` / `stretches.md`.
     fn record_stretch(&mut self, ended: &str, options: &TrainOptions) -> Result<()> {
+        if self.out.is_none() {
+            return Ok(());
+        }
+        let device = match self.comm.size() {
+            1 => crate::device::describe(&self.device),
+            k => format!("{} × {k} MPI ranks", crate::device::describe(&self.device)),
+        };
         let wall = self.session_start.elapsed().as_secs_f64();
         let images = self.session_images;
         let stretch = crate::stretch::Stretch {
@@ -199,51 +259,12 @@ impl<'a> Trainer<'a> {
             } else {
                 0.0
             },
-            device: crate::device::describe(&self.device),
+            device,
             cpu: crate::stretch::cpu_description(),
             build: options.build.clone(),
             note: options.note.clone(),
         };
-        crate::stretch::append(self.run.root(), &stretch)
-    }
-
-    /// One optimizer step on `batch`; `wait` is the time spent waiting for the batch.
-    fn step(&mut self, batch: &cifar_data::Batch, lr: f64, wait: f64, epoch: u64) -> Result<()> {
-        let t = Instant::now();
-        let it = self.state.iteration + 1;
-        let ctx = || format!("training step at iteration {it}");
-        let (x, y) = batch.to_tensors(&self.device).ctx(ctx)?;
-        let logits = self.model.forward_t(&x, true).ctx(ctx)?;
-        let loss = cross_entropy(&logits, &y, self.cfg.training.label_smoothing).ctx(ctx)?;
-        let loss_value = loss.to_scalar::<f32>().ctx(ctx)?;
-        if !loss_value.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                iteration: it,
-                loss: loss_value,
-                last_checkpoint: self.last_checkpoint.as_ref().map(|(p, _)| p.clone()),
-            });
-        }
-        let correct = accuracy_count(&logits, &y).ctx(ctx)? as u64;
-        let grads = loss.backward().ctx(ctx)?;
-        self.sgd.step(&grads, lr).ctx(ctx)?;
-        self.state.iteration = it;
-        let n = batch.len() as u64;
-        self.session_images += n;
-        let secs = wait + t.elapsed().as_secs_f64();
-        self.state.epoch_stats.add(loss_value, correct, n, secs);
-        self.state.window_stats.add(loss_value, correct, n, secs);
-        self.observer.step(&StepInfo {
-            iteration: it,
-            epoch,
-            lr,
-            loss: loss_value,
-            accuracy: correct as f64 / n.max(1) as f64,
-            images_per_sec: self.state.window_stats.images_per_sec(),
-        });
-        if it.is_multiple_of(self.cfg.training.log_every) {
-            self.log_window(lr)?;
-        }
-        Ok(())
+        crate::stretch::append(&self.run_root, &stretch)
     }
 
     fn log_window(&mut self, lr: f64) -> Result<()> {
@@ -267,15 +288,22 @@ impl<'a> Trainer<'a> {
             ("train/lr", lr),
             ("train/images_per_sec", record.images_per_sec),
         ])?;
-        self.metrics.append(record)
+        match &mut self.out {
+            Some(out) => out.metrics.append(record),
+            None => Ok(()),
+        }
     }
 
+    /// TensorBoard scalars at the current iteration (rank 0 only).
     fn scalars(&mut self, values: &[(&str, f64)]) -> Result<()> {
         let it = self.state.iteration;
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         for (tag, v) in values {
-            self.tb
+            out.tb
                 .add_scalar(tag, *v as f32, it as i64)
-                .map_err(|e| TrainError::io(self.run.tensorboard(), e))?;
+                .map_err(|e| TrainError::io(out.run.tensorboard(), e))?;
         }
         Ok(())
     }
@@ -287,12 +315,13 @@ impl<'a> Trainer<'a> {
         let val = match self.data.val.clone() {
             Some(set) => {
                 self.observer.phase("validating");
-                Some(evaluate(
+                Some(evaluate_sharded(
                     &self.model,
                     &set,
                     &self.normalizer,
                     self.cfg.training.eval_batch_size,
                     &self.data.class_names,
+                    self.comm.as_ref(),
                 )?)
             }
             None => None,
@@ -319,8 +348,17 @@ impl<'a> Trainer<'a> {
             tags.push(("val/accuracy", v.accuracy));
         }
         self.scalars(&tags)?;
+        let (comm_s, comm_steps) = std::mem::take(&mut self.comm_time);
+        let comm = if self.comm.size() > 1 && comm_steps > 0 {
+            format!(
+                ", all-reduce {:.1} ms/step",
+                1e3 * comm_s / comm_steps as f64
+            )
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "epoch {:.2} (iteration {it}): train loss {:.4} acc {:.4}{} lr {} {:.0} img/s",
+            "epoch {:.2} (iteration {it}): train loss {:.4} acc {:.4}{} lr {} {:.0} img/s{comm}",
             record.epoch,
             record.train_loss,
             record.train_acc,
@@ -332,11 +370,22 @@ impl<'a> Trainer<'a> {
             record.images_per_sec
         );
         self.observer.epoch(&record);
-        self.metrics.append(record)?;
-        self.tb
-            .flush()
-            .map_err(|e| TrainError::io(self.run.tensorboard(), e))?;
-        crate::curves::draw(&self.run.plots(), self.metrics.records())?;
+        if let Some(out) = &mut self.out {
+            out.metrics.append(record)?;
+            out.tb
+                .flush()
+                .map_err(|e| TrainError::io(out.run.tensorboard(), e))?;
+            crate::curves::draw(&out.run.plots(), out.metrics.records())?;
+        }
+        if self.comm.size() > 1 {
+            let model = self.model.state_dict().ctx(|| "copying the model state")?;
+            let tensors: Vec<&candle_core::Tensor> = model.values().collect();
+            let same = check_identical(self.comm.as_ref(), &tensors)
+                .ctx(|| "comparing the ranks' weights")?;
+            if !same {
+                return Err(TrainError::RanksDiverged { iteration: it });
+            }
+        }
         let is_best = match (&val, self.state.best_val) {
             (Some(v), Some((best, _))) => v.accuracy > best,
             (Some(_), None) => true,
@@ -349,7 +398,7 @@ impl<'a> Trainer<'a> {
         let periodic = done
             || (it.is_multiple_of(self.bpe())
                 && epochs_done.is_multiple_of(self.cfg.training.checkpoint_every_epochs));
-        if periodic || is_best {
+        if (periodic || is_best) && self.out.is_some() {
             self.observer.phase("writing checkpoint");
             let p = self.save_checkpoint(periodic, is_best)?;
             return Ok(periodic.then_some(p));
@@ -390,14 +439,20 @@ impl<'a> Trainer<'a> {
 
     /// Writes a periodic checkpoint (and `latest`), and/or `best`. Returns the path written
     /// (the periodic one when there is one).
+    /// Rank 0 only (a single process is rank 0).
     fn save_checkpoint(&mut self, periodic: bool, best: bool) -> Result<PathBuf> {
         let ckpt = self.snapshot()?;
+        let ckdir = &self
+            .out
+            .as_ref()
+            .expect("only rank 0 writes checkpoints")
+            .ckdir;
         let path = if periodic {
-            let p = self.ckdir.save(&ckpt, best)?;
+            let p = ckdir.save(&ckpt, best)?;
             self.last_checkpoint = Some((p.clone(), ckpt.meta.iteration));
             p
         } else {
-            let p = self.ckdir.best();
+            let p = ckdir.best();
             ckpt.write(&p)?;
             p
         };

@@ -34,7 +34,7 @@ pub(crate) struct BatchNormTrain {
 }
 
 /// A per-channel parameter `v` laid out as `l`: checked to be `[c]`.
-fn params<'a>(op: &str, c: usize, v: &'a [f32], l: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn params<'a>(op: &str, c: usize, v: &'a [f32], l: &Layout) -> Result<&'a [f32]> {
     if v.len() != c || l.dims().len() != 1 {
         bail!(
             "{op}: expected a per-channel parameter of shape [{c}], got {:?}",

@@ -14,7 +14,7 @@ use super::{add_relu, batch_norm_train, conv2d, subsample_pad};
 
 /// Detached per-channel batch statistics of one training-mode BatchNorm.
 #[derive(Debug, Clone)]
-pub struct BatchStats {
+pub struct BlockBnStats {
     /// Batch mean, shape `[C]`.
     pub mean: Tensor,
     /// *Biased* batch variance (divided by N*H*W), shape `[C]`.
@@ -120,11 +120,11 @@ pub struct BasicBlockOutput {
     /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
     pub y: Tensor,
     /// Statistics of `bn1`.
-    pub bn1: BatchStats,
+    pub bn1: BlockBnStats,
     /// Statistics of `bn2`.
-    pub bn2: BatchStats,
+    pub bn2: BlockBnStats,
     /// Statistics of the projection shortcut's BatchNorm, if it has one.
-    pub shortcut_bn: Option<BatchStats>,
+    pub shortcut_bn: Option<BlockBnStats>,
 }
 
 fn expect_dims(what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
@@ -221,10 +221,10 @@ pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBl
     let Some(s) = guard.as_ref() else {
         bail!("basic_block_train: the forward kernel did not record its statistics")
     };
-    let stats = |i: usize| -> Result<Option<BatchStats>> {
+    let stats = |i: usize| -> Result<Option<BlockBnStats>> {
         s.bn.get(i)
             .map(|b| {
-                Ok(BatchStats {
+                Ok(BlockBnStats {
                     mean: Tensor::from_slice(&b.mean, cout, x.device())?,
                     var: Tensor::from_slice(&b.var, cout, x.device())?,
                 })

@@ -95,6 +95,23 @@ pub(crate) fn mean_var(p: Planes, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
+/// Per-channel `(Σ (x - shift[c]), Σ (x - shift[c])²)`, summed like [`mean_var`] (16 f32
+/// lanes within a row, f64 across rows, images in order).
+pub(crate) fn channel_moments(p: Planes, x: &[f32], shift: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    (0..p.c)
+        .into_par_iter()
+        .map(|c| {
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for n in 0..p.n {
+                let (a, q) = row_moments(p.plane(x, n, c), shift[c]);
+                s1 += a;
+                s2 += q;
+            }
+            (s1, s2)
+        })
+        .unzip()
+}
+
 multiversion! {
     /// `dst = relu?(src * scale + shift)` over one plane.
     fn affine_plane(

@@ -17,6 +17,9 @@
 //!   threads.
 //! - BatchNorm: two passes forward (statistics, normalise + ReLU) and two backward
 //!   (reductions, input gradient), per-channel sums in a fixed order.
+//!   [`batch_norm_train_synced`] is its synchronized (multi-process) variant, with the
+//!   per-channel sums all-reduced through a [`crate::StatsReducer`]; it has no `_slow` twin
+//!   and runs on the CPU only.
 //! - `add_relu` and `subsample_pad`: single-pass kernels.
 //! - [`basic_block_train`]: a whole residual block in training mode as one autograd node
 //!   (the same kernels in the same order as the composed ops, so the same bits). candle's
@@ -45,6 +48,7 @@
 //! ```
 
 mod batch_norm;
+mod batch_norm_sync;
 mod block;
 mod channel;
 mod conv;
@@ -62,7 +66,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{bail, Result, Tensor};
 
-pub use block::{basic_block_train, BasicBlockOutput, BasicBlockParams, BatchStats, BlockShortcut};
+pub use batch_norm_sync::{batch_norm_train_synced, SyncedBatchNormOutput};
+pub use block::{
+    basic_block_train, BasicBlockOutput, BasicBlockParams, BlockBnStats, BlockShortcut,
+};
 pub use reference::{
     add_relu_slow, basic_block_train_slow, batch_norm_eval_slow, batch_norm_train_slow,
     conv2d_slow, subsample_pad_slow,

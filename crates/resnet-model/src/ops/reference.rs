@@ -4,7 +4,11 @@
 
 use candle_core::{Result, Tensor, D};
 
-use super::{BasicBlockOutput, BasicBlockParams, BatchNormOutput, BatchStats, BlockShortcut};
+#[cfg(doc)]
+use super::{
+    add_relu, basic_block_train, batch_norm_eval, batch_norm_train, conv2d, subsample_pad,
+};
+use super::{BasicBlockOutput, BasicBlockParams, BatchNormOutput, BlockBnStats, BlockShortcut};
 
 /// Reference implementation of [`conv2d`] with candle's own op.
 pub fn conv2d_slow(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -101,7 +105,7 @@ pub fn subsample_pad_slow(x: &Tensor, out_channels: usize) -> Result<Tensor> {
 /// Reference implementation of [`basic_block_train`]: the block composed from the other
 /// `_slow` ops.
 pub fn basic_block_train_slow(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
-    let stats = |o: &BatchNormOutput| BatchStats {
+    let stats = |o: &BatchNormOutput| BlockBnStats {
         mean: o.mean.clone(),
         var: o.var.clone(),
     };

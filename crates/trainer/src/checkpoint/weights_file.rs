@@ -65,8 +65,14 @@ impl WeightsFile {
     /// naming the first such tensor.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let bytes = read_file(path)?;
-        let md = metadata(path, &bytes)?;
-        let mut all = tensors(path, &bytes, device)?;
+        Self::parse(path, &bytes, device)
+    }
+
+    /// [`WeightsFile::open`] on the bytes of a file already read (and validated as
+    /// safetensors by `read_file`); `path` names it in errors.
+    pub(crate) fn parse(path: &Path, bytes: &[u8], device: &Device) -> Result<Self> {
+        let md = metadata(path, bytes)?;
+        let mut all = tensors(path, bytes, device)?;
         check_finite(path, &all)?;
         let Some(meta) = parse_meta(path, &md)? else {
             let architecture = md
@@ -86,7 +92,7 @@ impl WeightsFile {
             });
         };
         if let Some(want) = meta.data_crc32c {
-            let got = crc32c::crc32c(data_section(&bytes));
+            let got = crc32c::crc32c(data_section(bytes));
             if got != want {
                 return Err(TrainError::checkpoint(
                     path,

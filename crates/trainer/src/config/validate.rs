@@ -270,6 +270,13 @@ impl RunConfig {
         if let Some(n) = t.threads {
             at_least_one("training.threads", n as u64)?;
         }
+        at_least_one("training.batch_norm_groups", t.batch_norm_groups as u64)?;
+        if t.batch_norm_groups > 1 && t.sync_batch_norm {
+            return Err(src.invalid(
+                "training.batch_norm_groups",
+                "must be 1 with training.sync_batch_norm (statistics over the whole batch)",
+            ));
+        }
         if !(0.0..1.0).contains(&t.label_smoothing) {
             return Err(src.invalid(
                 "training.label_smoothing",
