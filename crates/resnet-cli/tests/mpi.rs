@@ -6,15 +6,17 @@
 //!   each half-batch separately (`training.batch_norm_groups: 2`);
 //! - the ranks hold bit-identical weights (the trainer checks at every epoch end and fails
 //!   otherwise); evaluation is sharded with exactly the counts of one process; a run stopped
-//!   with 2 ranks resumes with 1.
+//!   with 2 ranks resumes with 1; SIGTERM to one rank stops both after the same step with
+//!   one checkpoint; an error on one rank ends the job.
 //!
 //! Needs Open MPI's `mpirun` on `PATH` (Debian: `openmpi-bin`); run with
 //! `cargo test -p resnet-cli --features mpi --test mpi`.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use resnet_e2e::{command, install_data, real_archive, Run};
@@ -85,6 +87,13 @@ fn single(args: &[&str]) -> Run {
 
 /// `mpirun -np 2 resnet-cli ARGS` (root allowed, oversubscribed: CI runs as root on 2 cores).
 fn two_ranks(args: &[&str]) -> Run {
+    mpirun(args)
+        .output()
+        .expect("running mpirun (install openmpi-bin)")
+        .into()
+}
+
+fn mpirun(args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
     c.args(["--oversubscribe", "-np", "2"])
         .arg(exe())
@@ -98,9 +107,7 @@ fn two_ranks(args: &[&str]) -> Run {
         .env_remove("CIFAR10_DIR")
         .env_remove("CIFAR10_ARCHIVE")
         .env_remove("CIFAR10_URL");
-    c.output()
-        .expect("running mpirun (install openmpi-bin)")
-        .into()
+    c
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -301,4 +308,91 @@ fn an_error_on_one_rank_ends_every_rank() {
         "{}",
         out.stderr
     );
+}
+
+/// The process ids of this test's ranks: `resnet-cli` processes whose command line names
+/// `run_dir`, by `OMPI_COMM_WORLD_RANK`.
+fn rank_pids(run_dir: &str) -> Vec<(usize, u32)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains(run_dir) || !cmdline.contains("resnet-cli") {
+            continue;
+        }
+        let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        let rank = environ
+            .split(|&b| b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok())
+            .find_map(|kv| kv.strip_prefix("OMPI_COMM_WORLD_RANK="))
+            .and_then(|r| r.parse().ok());
+        if let Some(rank) = rank {
+            found.push((rank, pid));
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_every_rank_after_the_same_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = s(shared_data());
+    let dir = tmp.path().join("run");
+    let run_dir = s(&dir);
+    let a = args(run_dir, data, &["--set", "training.max_iterations=2000"]);
+    let child = mpirun(&a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running mpirun");
+    // Wait for training to be under way (a first metrics row), then SIGTERM rank 1 alone.
+    let start = Instant::now();
+    while !std::fs::metadata(dir.join("metrics.jsonl")).is_ok_and(|m| m.len() > 0) {
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = rank_pids(run_dir);
+    assert_eq!(pids.len(), 2, "two ranks running: {pids:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &pids[1].1.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert!(
+        out.stderr.contains("interrupted at iteration"),
+        "rank 0 reports the stop rank 1 asked for: {}",
+        out.stderr
+    );
+    let meta =
+        trainer::checkpoint::Checkpoint::read_meta(&dir.join("checkpoints/latest.safetensors"))
+            .unwrap();
+    assert!(
+        meta.iteration > 0 && meta.iteration < 2000,
+        "{}",
+        meta.iteration
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("interrupted at iteration {}", meta.iteration)),
+        "{}",
+        out.stderr
+    );
+    // Resumable: one more step with one process.
+    let next = (meta.iteration + 1).to_string();
+    single(&[
+        "train",
+        "--resume",
+        run_dir,
+        "--no-progress",
+        "--data-dir",
+        data,
+        "--stop-after-iterations",
+        &next,
+    ])
+    .expect_code(0);
 }
