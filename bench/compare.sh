@@ -1,54 +1,98 @@
 #!/usr/bin/env bash
 # Side-by-side ResNet-20 CPU benchmark: this project (candle + resnet-model's fast ops)
-# against PyTorch eager, same machine, same number of threads.
+# against PyTorch — eager NCHW, eager channels_last and torch.compile (inductor, default
+# mode, compile time excluded as warm-up) — same machine, same number of threads.
 #
 #   bench/compare.sh                    # threads = RAYON_NUM_THREADS or nproc, 3 rounds
 #   THREADS=1 ROUNDS=5 ITERS=20 bench/compare.sh
+#   PEERS="eager compile" bench/compare.sh   # a subset of: eager channels_last compile
 #
-# Each round runs both implementations back to back (each mode in its own process, so that
-# peak memory is per workload), alternating which goes first. The summary takes, per
-# implementation and mode, the best round (highest images/s): on a shared machine other
-# processes only ever slow a run down, so the best round is the closest to the machine's
-# real speed. It then prints the ratios ours / PyTorch for training images/s (batch 128),
-# inference images/s (batch 512), peak resident memory and CPU time per step (lower is
-# better; CPU time is less disturbed by other processes than wall time).
+# Each round runs ours and every PyTorch configuration once (each mode in its own process,
+# so that peak memory is per workload), in an order that rotates from round to round. For
+# every PyTorch configuration and mode it prints the ratio ours / theirs of every round
+# (training images/s at batch 128, inference images/s at batch 512), their median — the
+# figure to quote on a noisy machine — and the best-of ratio (best round against best
+# round: other processes only ever slow a run down), then peak resident memory and CPU time
+# per step (less disturbed by other processes than wall time).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 threads="${THREADS:-${RAYON_NUM_THREADS:-$(nproc)}}"
 iters="${ITERS:-10}"
 rounds="${ROUNDS:-3}"
-echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), threads: $threads"
+peers="${PEERS:-eager channels_last compile}"
+isa="$(grep -o -w 'avx2\|fma\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | xargs)"
+echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${isa:-no AVX2}), threads: $threads"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 (cd "$root" && cargo bench --quiet -p resnet-model --bench throughput --no-run)
 ours() { (cd "$root" && RAYON_NUM_THREADS="$threads" cargo bench --quiet -p resnet-model --bench throughput -- --iters "$iters"); }
-theirs() { THREADS="$threads" "$root/bench/pytorch/run.sh" --iters "$iters"; }
+theirs() {
+    local extra=()
+    case "$1" in
+        eager) ;;
+        channels_last) extra=(--channels-last) ;;
+        compile) extra=(--compile) ;;
+        *) echo "unknown PyTorch configuration '$1'" >&2; exit 2 ;;
+    esac
+    THREADS="$threads" "$root/bench/pytorch/run.sh" --iters "$iters" "${extra[@]}"
+}
+read -r -a runners <<< "ours $peers"
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    if [ $((r % 2)) -eq 1 ]; then ours | tee -a "$out"; theirs | tee -a "$out"
-    else theirs | tee -a "$out"; ours | tee -a "$out"; fi
+    echo "ROUND $r" >> "$out"
+    n=${#runners[@]}
+    for k in $(seq 0 $((n - 1))); do
+        who="${runners[$(((k + r - 1) % n))]}"
+        if [ "$who" = ours ]; then ours | tee -a "$out"; else theirs "$who" | tee -a "$out"; fi
+    done
 done
 python3 - "$out" <<'PY'
+import statistics
 import sys
-best = {}
+
+rounds = {}  # round -> {(impl, mode): fields}
+current = None
 for line in open(sys.argv[1]):
-    if not line.startswith("RESULT "):
-        continue
-    kv = dict(f.split("=", 1) for f in line.split()[1:])
-    key = (kv["impl"].split("-")[0], kv["mode"])
-    if key not in best or float(kv["images_per_s"]) > float(best[key]["images_per_s"]):
-        best[key] = kv
+    if line.startswith("ROUND "):
+        current = int(line.split()[1])
+        rounds[current] = {}
+    elif line.startswith("RESULT ") and current is not None:
+        kv = dict(f.split("=", 1) for f in line.split()[1:])
+        impl = kv["impl"]
+        if impl.startswith("pytorch"):
+            # pytorch-<version>-<layout>-<eager|compile>
+            _, version, layout, how = impl.split("-", 3)
+            impl = {"nchw-eager": "eager", "channels_last-eager": "channels_last",
+                    "nchw-compile": "compile"}.get(f"{layout}-{how}", f"{layout}-{how}")
+            kv["version"] = version
+        else:
+            impl = "ours"
+        rounds[current][(impl, kv["mode"])] = kv
+
+def f(kv, key):
+    try:
+        return float(kv[key])
+    except (KeyError, ValueError):
+        return float("nan")
+
+peers = sorted({impl for r in rounds.values() for impl, _ in r if impl != "ours"})
 for mode in ("train", "infer"):
-    ours, ref = best.get(("candle", mode)), best.get(("pytorch", mode))
-    if not ours or not ref:
-        print(f"RATIO mode={mode}: missing result")
-        continue
-    ips = float(ours["images_per_s"]) / float(ref["images_per_s"])
-    mem = float(ours["peak_rss_mib"]) / float(ref["peak_rss_mib"])
-    # CPU time per step (all threads): less sensitive to other processes than wall time
-    cpu = float(ours.get("cpu_ms_per_step", "nan")) / float(ref.get("cpu_ms_per_step", "nan"))
-    print(f"RATIO mode={mode} batch={ours['batch']} threads={ours['threads']} "
-          f"ours={ours['images_per_s']} pytorch={ref['images_per_s']} speed_ratio={ips:.2f} "
-          f"peak_rss_mib ours={ours['peak_rss_mib']} pytorch={ref['peak_rss_mib']} memory_ratio={mem:.2f} "
-          f"cpu_ms_per_step ours={ours.get('cpu_ms_per_step')} pytorch={ref.get('cpu_ms_per_step')} cpu_ratio={cpu:.2f}")
+    for peer in peers:
+        pairs = [(r[("ours", mode)], r[(peer, mode)]) for r in rounds.values()
+                 if ("ours", mode) in r and (peer, mode) in r]
+        if not pairs:
+            print(f"RATIO mode={mode} peer={peer}: missing result")
+            continue
+        ratios = [f(o, "images_per_s") / f(t, "images_per_s") for o, t in pairs]
+        best_o = max((o for o, _ in pairs), key=lambda kv: f(kv, "images_per_s"))
+        best_t = max((t for _, t in pairs), key=lambda kv: f(kv, "images_per_s"))
+        print(f"RATIO mode={mode} batch={best_o['batch']} threads={best_o['threads']} "
+              f"peer=pytorch-{best_t.get('version', '?')}-{peer} "
+              f"rounds=[{' '.join(f'{x:.2f}' for x in ratios)}] "
+              f"median_ratio={statistics.median(ratios):.2f} "
+              f"best_of_ratio={f(best_o, 'images_per_s') / f(best_t, 'images_per_s'):.2f} "
+              f"best_images_per_s ours={best_o['images_per_s']} peer={best_t['images_per_s']} "
+              f"peak_rss_mib ours={best_o['peak_rss_mib']} peer={best_t['peak_rss_mib']} "
+              f"cpu_ms_per_step ours={best_o.get('cpu_ms_per_step')} "
+              f"peer={best_t.get('cpu_ms_per_step')}")
 PY

@@ -3,7 +3,8 @@
 
 Same architecture and shapes as the Rust benchmark (crates/resnet-model/benches/throughput.rs):
 ResNet-20 for CIFAR-10 (He et al. 2016, sec. 4.2), option-A shortcuts (x[:, :, ::2, ::2] plus
-channel zero-padding), eager mode, NCHW (optionally channels_last).
+channel zero-padding), NCHW (optionally channels_last), eager or torch.compile (inductor,
+default mode: --compile; the compilation happens in the warm-up steps, which are not timed).
 
 Modes (run each in its own process so that the peak-memory figures are separate):
   train:  forward, cross-entropy, backward and an SGD step (lr 0.1, momentum 0.9, weight
@@ -74,6 +75,7 @@ def run(args):
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     model = ResNet(n=args.n).to(memory_format=fmt)
+    net = torch.compile(model) if args.compile else model
     train = args.mode == "train"
     batch = args.train_batch if train else args.infer_batch
     x = torch.randn(batch, 3, 32, 32).to(memory_format=fmt)
@@ -84,7 +86,7 @@ def run(args):
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(net(x), y)
             loss.backward()
             opt.step()
     else:
@@ -92,10 +94,12 @@ def run(args):
 
         def step():
             with torch.inference_mode():
-                model(x)
+                net(x)
 
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    warmup_s = time.perf_counter() - t_warm
     times = []
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.iters):
@@ -107,11 +111,12 @@ def run(args):
     total = sum(times)
     med = statistics.median(times)
     layout = "channels_last" if args.channels_last else "nchw"
+    how = "compile" if args.compile else "eager"
     print(
-        f"RESULT impl=pytorch-{torch.__version__}-{layout} mode={args.mode} batch={batch} "
+        f"RESULT impl=pytorch-{torch.__version__}-{layout}-{how} mode={args.mode} batch={batch} "
         f"threads={torch.get_num_threads()} images_per_s={batch * len(times) / total:.1f} "
         f"step_ms={1000 * med:.1f} cpu_ms_per_step={1000 * cpu / len(times):.0f} "
-        f"peak_rss_mib={peak_rss_mib():.0f}",
+        f"peak_rss_mib={peak_rss_mib():.0f} warmup_s={warmup_s:.1f}",
         flush=True,
     )
 
@@ -126,6 +131,7 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile (inductor, default mode)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
