@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for the ResNet-20 CPU benchmark.
+"""PyTorch reference for the ResNet-20 benchmark (CPU, or CUDA with --device cuda).
 
 Same architecture and shapes as the Rust benchmark (crates/resnet-model/benches/throughput.rs):
 ResNet-20 for CIFAR-10 (He et al. 2016, sec. 4.2), option-A shortcuts (x[:, :, ::2, ::2] plus
@@ -13,6 +13,9 @@ Modes (run each in its own process so that the peak-memory figures are separate)
 
 Prints one line per mode, the same format as the Rust benchmark:
   RESULT impl=pytorch-... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...
+With --device cuda the model and the batch live on CUDA device 0, every timed step ends with
+torch.cuda.synchronize(), and the line adds device=cuda and peak_gpu_mib (the caching
+allocator's peak). cudnn.benchmark stays at PyTorch's default (off) unless --cudnn-benchmark.
 """
 
 import argparse
@@ -73,13 +76,18 @@ def peak_rss_mib():
 
 def run(args):
     torch.manual_seed(0)
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = ResNet(n=args.n).to(memory_format=fmt)
+    model = ResNet(n=args.n).to(dev, memory_format=fmt)
     net = torch.compile(model) if args.compile else model
     train = args.mode == "train"
     batch = args.train_batch if train else args.infer_batch
-    x = torch.randn(batch, 3, 32, 32).to(memory_format=fmt)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, 3, 32, 32).to(dev, memory_format=fmt)
+    y = torch.randint(0, 10, (batch,)).to(dev)
     if train:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -99,12 +107,14 @@ def run(args):
     t_warm = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    sync()
     warmup_s = time.perf_counter() - t_warm
     times = []
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(args.iters):
         t0 = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t0)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -112,8 +122,9 @@ def run(args):
     med = statistics.median(times)
     layout = "channels_last" if args.channels_last else "nchw"
     how = "compile" if args.compile else "eager"
+    gpu = f" device=cuda peak_gpu_mib={torch.cuda.max_memory_allocated() / 2**20:.0f}" if cuda else ""
     print(
-        f"RESULT impl=pytorch-{torch.__version__}-{layout}-{how} mode={args.mode} batch={batch} "
+        f"RESULT impl=pytorch-{torch.__version__}-{layout}-{how}{gpu} mode={args.mode} batch={batch} "
         f"threads={torch.get_num_threads()} images_per_s={batch * len(times) / total:.1f} "
         f"step_ms={1000 * med:.1f} cpu_ms_per_step={1000 * cpu / len(times):.0f} "
         f"peak_rss_mib={peak_rss_mib():.0f} warmup_s={warmup_s:.1f}",
@@ -132,6 +143,8 @@ def main():
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile (inductor, default mode)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (CUDA)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)

@@ -36,7 +36,9 @@ pub struct FullRunArgs {
     /// A note recorded with the stretch (e.g. what else ran on the machine).
     #[arg(long, value_name = "TEXT")]
     note: Option<String>,
-    /// Device: `auto` builds with CUDA when `nvcc` is on the PATH and uses it, else the CPU.
+    /// Device: `auto` builds with CUDA (`--features cuda`, through
+    /// `scripts/cuda13-from-pypi.sh` when no `nvcc` is on the PATH) and trains on the GPU when
+    /// `nvidia-smi` finds one, else trains on the CPU.
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "cuda"])]
     device: String,
     /// Extra arguments passed to `resnet-cli train` (e.g. `--from FILE`, `--no-progress`).
@@ -44,12 +46,26 @@ pub struct FullRunArgs {
     train_args: Vec<String>,
 }
 
-fn has_nvcc() -> bool {
-    Command::new("nvcc")
-        .arg("--version")
+/// Whether `nvidia-smi -L` lists a GPU (the NVIDIA driver is installed and sees one).
+fn has_gpu() -> bool {
+    Command::new("nvidia-smi")
+        .arg("-L")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("GPU"))
+}
+
+/// The GPU's compute capability as `CUDA_COMPUTE_CAP` wants it (`9.0` → `90`).
+fn compute_cap() -> Option<String> {
+    let out = Command::new("nvidia-smi")
+        .args(["--query-gpu=compute_cap", "--format=csv,noheader"])
+        .output()
+        .ok()?;
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .replace('.', "");
+    (out.status.success() && !first.is_empty()).then_some(first)
 }
 
 /// Whether `dir/checkpoints` holds a checkpoint to resume from.
@@ -68,8 +84,18 @@ pub fn run(args: FullRunArgs, root: &Path) -> Result<()> {
     let cuda = match args.device.as_str() {
         "cuda" => true,
         "cpu" => false,
-        _ => has_nvcc(),
+        _ => has_gpu(),
     };
+    if args.device == "auto" {
+        eprintln!(
+            "xtask: device auto: {}",
+            if cuda {
+                "nvidia-smi lists a GPU, building with --features cuda"
+            } else {
+                "no GPU (nvidia-smi), training on the CPU"
+            }
+        );
+    }
     let run_dir = if args.run_dir.is_absolute() {
         args.run_dir.clone()
     } else {
@@ -83,7 +109,17 @@ pub fn run(args: FullRunArgs, root: &Path) -> Result<()> {
         );
     }
     let resume = has_checkpoint(&run_dir);
-    let mut cmd = Command::new("cargo");
+    let mut cmd = if cuda {
+        let mut c = crate::gpu_bundle::cuda_cargo(root);
+        if std::env::var_os("CUDA_COMPUTE_CAP").is_none() {
+            if let Some(cap) = compute_cap() {
+                c.env("CUDA_COMPUTE_CAP", cap);
+            }
+        }
+        c
+    } else {
+        Command::new("cargo")
+    };
     cmd.current_dir(root)
         .args(["run", "--release", "-p", "resnet-cli"]);
     if cuda {

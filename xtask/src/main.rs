@@ -4,6 +4,7 @@
 mod bench;
 mod fetch;
 mod full_run;
+mod gpu_bundle;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,9 @@ enum Command {
     /// One stretch of the paper's full 64,000-iteration run, kept in results/ and resumed
     /// bit-exactly by the next call (on any machine) until it finishes with its report.
     FullRun(full_run::FullRunArgs),
+    /// Build the CUDA binaries (resnet-cli, the cuda tests, the throughput bench) and bundle
+    /// them with the fixtures for `scripts/gpu-check.sh` on a GPU machine without Rust.
+    GpuBundle(gpu_bundle::GpuBundleArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -41,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::FetchCifar(args) => fetch::run(args),
         Command::Bench(args) => bench::run(args, &workspace_root()),
         Command::FullRun(args) => full_run::run(args, &workspace_root()),
+        Command::GpuBundle(args) => gpu_bundle::run(args, &workspace_root()),
     }
 }

@@ -4,6 +4,7 @@
 //! cargo bench -p resnet-model --bench throughput                 # train + infer, separate processes
 //! cargo bench -p resnet-model --bench throughput -- --mode train --iters 20
 //! RAYON_NUM_THREADS=1 cargo bench -p resnet-model --bench throughput
+//! cargo bench -p resnet-model --features cuda --bench throughput -- --device cuda
 //! ```
 //!
 //! - `train`: forward (training mode, batch statistics), cross-entropy, backward and an SGD
@@ -18,6 +19,11 @@
 //! With `--profile`, a train run also prints the median forward / backward / update times;
 //! `--no-tuning` skips `tune_process()` (resnet-cli's `src/tune.rs`: allocator thresholds,
 //! `CANDLE_NUM_THREADS=1`).
+//!
+//! `--device cuda` (a build with the `cuda` feature) runs on CUDA device 0: each timed step
+//! ends with `Device::synchronize`, so a step's time includes its GPU work, and the RESULT
+//! line adds `device=cuda` (its peak RSS is the host process's; the GPU's memory is not
+//! measured).
 
 // The process tuning `resnet-cli` applies, from the same file, so the benchmark measures
 // what users run.
@@ -41,6 +47,7 @@ struct Args {
     warmup: usize,
     iters: usize,
     profile: bool,
+    device: String,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -52,6 +59,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         warmup: 3,
         iters: 10,
         profile: false,
+        device: "cpu".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +75,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--warmup" => a.warmup = num("--warmup")?,
             "--iters" => a.iters = num("--iters")?,
             "--profile" => a.profile = true,
+            "--device" => a.device = it.next().ok_or("--device needs cpu or cuda")?,
             // skip `tune_process()` (to measure what it does)
             "--no-tuning" => {}
             // passed by `cargo bench`
@@ -76,6 +85,9 @@ fn parse_args() -> std::result::Result<Args, String> {
     }
     if !["train", "infer", "both"].contains(&a.mode.as_str()) {
         return Err(format!("--mode {}: expected train, infer or both", a.mode));
+    }
+    if !["cpu", "cuda"].contains(&a.device.as_str()) {
+        return Err(format!("--device {}: expected cpu or cuda", a.device));
     }
     if a.iters == 0 {
         return Err("--iters must be at least 1".into());
@@ -154,13 +166,22 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The device `--device` names (CUDA device 0 for `cuda`).
+fn device(a: &Args) -> Result<Device> {
+    match a.device.as_str() {
+        "cuda" => Device::new_cuda(0),
+        _ => Ok(Device::Cpu),
+    }
+}
+
 /// Prints the RESULT line; `cpu` is the CPU time of the measured steps (all threads).
-fn report(mode: &str, batch: usize, times: &[f64], cpu: f64) {
+fn report(dev: &Device, mode: &str, batch: usize, times: &[f64], cpu: f64) {
     let total: f64 = times.iter().sum();
     let mut t = times.to_vec();
+    let device = if dev.is_cuda() { " device=cuda" } else { "" };
     println!(
-        "RESULT impl=candle-resnet-model mode={mode} batch={batch} threads={} images_per_s={:.1} \
-         step_ms={:.1} cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
+        "RESULT impl=candle-resnet-model{device} mode={mode} batch={batch} threads={} \
+         images_per_s={:.1} step_ms={:.1} cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
         rayon::current_num_threads(),
         (batch * times.len()) as f64 / total,
         1000.0 * median(&mut t),
@@ -170,7 +191,7 @@ fn report(mode: &str, batch: usize, times: &[f64], cpu: f64) {
 }
 
 fn train(a: &Args) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = device(a)?;
     let cfg = ResNetConfig::with_depth(a.depth);
     let model = ResNetModel::new(&cfg, &dev, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -194,6 +215,7 @@ fn train(a: &Args) -> Result<()> {
         let t2 = Instant::now();
         sgd.step(&grads)?;
         drop(grads);
+        dev.synchronize()?;
         let t3 = Instant::now();
         if i >= a.warmup {
             times.push((t3 - t0).as_secs_f64());
@@ -205,7 +227,7 @@ fn train(a: &Args) -> Result<()> {
             candle_core::bail!("loss is not finite at step {i}");
         }
     }
-    report("train", a.train_batch, &times, cpu_seconds() - cpu0);
+    report(&dev, "train", a.train_batch, &times, cpu_seconds() - cpu0);
     if a.profile {
         println!(
             "PROFILE forward_ms={:.1} backward_ms={:.1} update_ms={:.1}",
@@ -218,7 +240,7 @@ fn train(a: &Args) -> Result<()> {
 }
 
 fn infer(a: &Args) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = device(a)?;
     let model = ResNetModel::new(&ResNetConfig::with_depth(a.depth), &dev, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (x, _) = random_batch(&mut rng, a.infer_batch, &dev)?;
@@ -231,11 +253,12 @@ fn infer(a: &Args) -> Result<()> {
         let t0 = Instant::now();
         let logits = model.predict(&x)?;
         let _ = logits.to_dtype(DType::F32)?;
+        dev.synchronize()?;
         if i >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    report("infer", a.infer_batch, &times, cpu_seconds() - cpu0);
+    report(&dev, "infer", a.infer_batch, &times, cpu_seconds() - cpu0);
     Ok(())
 }
 

@@ -6,14 +6,24 @@ use crate::config::DeviceChoice;
 use crate::error::{Result, TrainError};
 
 /// The device `choice` designates. `auto` is CUDA device 0 when this build has the `cuda`
-/// feature and a GPU is usable, else the CPU; `cuda` without CUDA support is an error.
+/// feature and a GPU is usable (logged at `info`, as is a CUDA build falling back to the CPU
+/// because device 0 cannot be opened), else the CPU; `cuda` without CUDA support is an error.
 pub fn select_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => resnet_model::default_device().map_err(|e| TrainError::Device {
-            requested: "auto".into(),
-            reason: e.to_string(),
-        }),
+        DeviceChoice::Auto => {
+            #[cfg(feature = "cuda")]
+            match Device::new_cuda(0) {
+                Ok(device) => {
+                    tracing::info!("device auto: CUDA device 0 (this build has the cuda feature)");
+                    return Ok(device);
+                }
+                Err(e) => tracing::info!(
+                    "device auto: CUDA device 0 is not usable ({e}); running on the CPU"
+                ),
+            }
+            Ok(Device::Cpu)
+        }
         DeviceChoice::Cuda => {
             if !candle_core::utils::cuda_is_available() {
                 return Err(TrainError::Device {
