@@ -4,7 +4,9 @@
 #
 #   scripts/gpu-check.sh [BUNDLE]              # all three parts
 #   PARTS="tests train" scripts/gpu-check.sh   # a subset of: tests train bench
-#   ITERS=50 WARMUP=10 scripts/gpu-check.sh    # benchmark steps (timed, warm-up)
+#   ITERS=50 WARMUP=10 ROUNDS=2 scripts/gpu-check.sh   # benchmark steps, warm-up, rounds
+#   GPU_CHECK_DEVICE=cpu scripts/gpu-check.sh BUNDLE   # rehearsal on a CPU machine, with a
+#                                  # bundle from `cargo xtask gpu-bundle --cpu`
 #
 # 1. tests: the trainer's `cuda` test binary (PyTorch fixtures on CUDA: model, loss, SGD;
 #    `device: auto` picks the GPU; training on CUDA stops, resumes and agrees with the CPU).
@@ -26,13 +28,17 @@ parts=${PARTS:-tests train bench}
 iters=${ITERS:-50}
 warmup=${WARMUP:-10}
 work=${GPU_CHECK_DIR:-$(mktemp -d /tmp/gpu-check.XXXXXX)}
+dev=${GPU_CHECK_DEVICE:-cuda}                 # cpu: rehearse the script without a GPU
+want=cuda:0; [ "$dev" = cpu ] && want="cpu ("
 failed=()
 say() { printf '\n==> [%s] %s\n' "$(date -u +%T)" "$*"; }
 
 [ -f "$bundle/MANIFEST" ] || { echo "gpu-check: no bundle at $bundle (cargo xtask gpu-bundle)" >&2; exit 2; }
 cat "$bundle/MANIFEST"
-nvidia-smi -L || { echo "gpu-check: nvidia-smi finds no GPU" >&2; exit 2; }
-nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv
+if [ "$dev" = cuda ]; then
+    nvidia-smi -L || { echo "gpu-check: nvidia-smi finds no GPU" >&2; exit 2; }
+    nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv
+fi
 
 mkdir -p "$work/bin"
 for f in "$bundle"/bin/*.xz; do
@@ -86,33 +92,33 @@ batch(os.path.join(root, "test_batch.bin"))
 with open(os.path.join(root, "batches.meta.txt"), "w") as f:
     f.write("airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n")
 PY
-    for dev in cuda auto; do
-        out=$("$work/bin/resnet-cli" train configs/smoke.yaml --no-progress --device "$dev" \
-            --data-dir "$work/data" --set "output.runs_dir=$work/runs-$dev" 2> "$work/train-$dev.log")
+    for choice in "$dev" auto; do
+        out=$("$work/bin/resnet-cli" train configs/smoke.yaml --no-progress --device "$choice" \
+            --data-dir "$work/data" --set "output.runs_dir=$work/runs-$choice" 2> "$work/train-$choice.log")
         rc=$?
-        cat "$work/train-$dev.log"
+        cat "$work/train-$choice.log"
         run=$(printf '%s\n' "$out" | tail -1)
-        if [ $rc -ne 0 ] || ! grep -q '"device":"cuda:0"' "$run/stretches.jsonl" 2>/dev/null; then
-            echo "gpu-check: train --device $dev failed or did not run on cuda:0 (rc $rc)"
-            failed+=("train-$dev")
+        if [ $rc -ne 0 ] || ! grep -qF "\"device\":\"$want" "$run/stretches.jsonl" 2>/dev/null; then
+            echo "gpu-check: train --device $choice failed or did not run on $want (rc $rc)"
+            failed+=("train-$choice")
             continue
         fi
         echo "run directory: $run"
-        "$work/bin/resnet-cli" eval "$run/checkpoints/best.safetensors" --device cuda \
-            --data-dir "$work/data" || failed+=("eval-$dev")
+        "$work/bin/resnet-cli" eval "$run/checkpoints/best.safetensors" --device "$dev" \
+            --data-dir "$work/data" || failed+=("eval-$choice")
     done
 fi
 
 if part bench; then
     say "bench: ResNet-20 on the GPU, ours vs PyTorch eager and torch.compile (iters $iters, warm-up $warmup)"
-    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_device_name(0))'
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
     logged() { "$@" 2>&1 | tee -a "$work/bench.txt"; return "${PIPESTATUS[0]}"; }
     for round in $(seq 1 "${ROUNDS:-2}"); do
         for mode in train infer; do
-            logged "$work/bin/throughput" --device cuda --mode "$mode" --iters "$iters" \
+            logged "$work/bin/throughput" --device "$dev" --mode "$mode" --iters "$iters" \
                 --warmup "$warmup" || failed+=("bench-ours-$mode")
             for extra in "" "--compile"; do
-                logged python3 bench/pytorch/bench_resnet.py --device cuda --mode "$mode" \
+                logged python3 bench/pytorch/bench_resnet.py --device "$dev" --mode "$mode" \
                     --threads "$(nproc)" --iters "$iters" --warmup "$warmup" $extra \
                     || failed+=("bench-torch-$mode$extra")
             done

@@ -25,6 +25,10 @@ pub struct GpuBundleArgs {
     /// Build with cuDNN (`--features cudnn`) instead of plain `cuda`.
     #[arg(long)]
     cudnn: bool,
+    /// Build without CUDA: a bundle to rehearse `scripts/gpu-check.sh` on a CPU machine
+    /// (`GPU_CHECK_DEVICE=cpu`; the cuda tests compile to an empty binary).
+    #[arg(long, conflicts_with = "cudnn")]
+    cpu: bool,
     /// Where to write the bundle (replaced).
     #[arg(long, default_value = "target/gpu-bundle")]
     out: PathBuf,
@@ -120,25 +124,30 @@ fn sh(cmd: &mut Command, what: &str) -> Result<()> {
 
 /// Builds the CUDA binaries and writes the bundle.
 pub fn run(args: GpuBundleArgs, root: &Path) -> Result<()> {
-    let feature = if args.cudnn { "cudnn" } else { "cuda" };
+    let feature = match (args.cpu, args.cudnn) {
+        (true, _) => "none",
+        (false, true) => "cudnn",
+        (false, false) => "cuda",
+    };
     // One cargo invocation, so that one feature set (dev-dependencies included) builds
     // candle & co. once: `cargo test --no-run` builds the selected test and bench targets and
     // the `resnet-cli` binary (the `shipped_weights` test of its package needs it).
-    let mut cmd = cuda_cargo(root);
+    let mut cmd = if args.cpu {
+        let mut c = Command::new("cargo");
+        c.current_dir(root);
+        c
+    } else {
+        cuda_cargo(root)
+    };
     cmd.args(["test", "--release", "--locked", "--no-run"])
-        .args(["-p", "resnet-cli", "-p", "trainer", "-p", "resnet-model"])
-        .arg("--features")
-        .arg(format!(
+        .args(["-p", "resnet-cli", "-p", "trainer", "-p", "resnet-model"]);
+    if !args.cpu {
+        cmd.arg("--features").arg(format!(
             "resnet-cli/{feature},trainer/{feature},resnet-model/{feature}"
-        ))
-        .args([
-            "--test",
-            "cuda",
-            "--test",
-            "shipped_weights",
-            "--bench",
-            "throughput",
-        ]);
+        ));
+    }
+    cmd.args(["--test", "cuda", "--test", "shipped_weights"])
+        .args(["--bench", "throughput"]);
     let what = format!("resnet-cli, the cuda tests and the throughput bench ({feature})");
     let built = build(cmd, &what, args.deny_warnings)?;
     let binaries = [
@@ -167,6 +176,9 @@ pub fn run(args: GpuBundleArgs, root: &Path) -> Result<()> {
         commit(root),
         std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into())
     );
+    if args.cpu {
+        manifest.push_str("CPU rehearsal bundle: run with GPU_CHECK_DEVICE=cpu\n");
+    }
     for (name, path) in &binaries {
         let dest = partial.join("bin").join(name);
         std::fs::copy(path, &dest)

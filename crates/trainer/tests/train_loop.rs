@@ -412,3 +412,67 @@ fn a_resumed_run_writes_a_tensorboard_restart_marker() {
         .collect();
     assert_eq!(starts, [6]);
 }
+
+/// The largest `max|a - b| / max|b|` over the tensors of two models, and its tensor.
+fn worst_relative_difference(
+    a: &std::collections::BTreeMap<String, Tensor>,
+    b: &std::collections::BTreeMap<String, Tensor>,
+) -> (f32, String) {
+    let mut worst = (0f32, String::new());
+    for (name, r) in b {
+        let vals = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (x, y) = (vals(&a[name]), vals(r));
+        let diff = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        let scale = y.iter().map(|q| q.abs()).fold(0f32, f32::max).max(1e-12);
+        assert!(diff.is_finite(), "`{name}` is not finite");
+        if diff / scale > worst.0 {
+            worst = (diff / scale, name.clone());
+        }
+    }
+    worst
+}
+
+/// The fast CPU kernels and candle's plain ops (`resnet_model::ops::with_reference_ops`, what
+/// a CUDA device runs) train alike: the whole loop (loss, SGD, running statistics), where
+/// resnet-model's tests compare op by op. They sum in different orders, so they part by f32
+/// rounding that training amplifies: on this tiny net (width 4, batch 32, lr 0.05) the worst
+/// tensor (a BatchNorm bias, small numbers) is ~8e-5 apart after one step, ~1.5e-3 after
+/// three, ~1.5e-2 after nine. The bounds leave ~10x and ~3x of room; this also sizes the
+/// tolerances of the CUDA-vs-CPU training test (`tests/cuda.rs`).
+#[test]
+fn fast_kernels_train_like_the_reference_ops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let final_model = |runs: &Path, steps: u64, reference: bool| {
+        let session = TrainSession::new(config(runs, steps));
+        let out = if reference {
+            resnet_model::ops::with_reference_ops(|| run(session, &TrainOptions::default()))
+        } else {
+            run(session, &TrainOptions::default())
+        };
+        let TrainOutcome::Finished { run_dir, .. } = out else {
+            panic!("the run should finish");
+        };
+        Checkpoint::read(&latest(&run_dir), &Device::Cpu)
+            .unwrap()
+            .model
+    };
+    for (steps, bound) in [(1, 1e-3), (9, 5e-2)] {
+        let runs = tmp.path().join(steps.to_string());
+        let fast = final_model(&runs.join("fast"), steps, false);
+        let reference = final_model(&runs.join("reference"), steps, true);
+        let (worst, name) = worst_relative_difference(&fast, &reference);
+        eprintln!(
+            "fast kernels vs reference ops after {steps} steps: worst max|d|/max|ref| = \
+             {worst:e} (`{name}`)"
+        );
+        assert!(worst > 0.0, "the two paths should not be bit-identical");
+        assert!(
+            worst < bound,
+            "after {steps} steps `{name}` differs by {worst:e}"
+        );
+    }
+}
