@@ -28,14 +28,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use cifar_data::{synthetic, Cifar10, SplitConfig};
+use common::tiny_data as data;
 use resnet_model::{ResNetConfig, ResNetModel, Shortcut};
 use trainer::checkpoint::Checkpoint;
 use trainer::config::DeviceChoice;
 use trainer::device::select_device;
 use trainer::progress::NoProgress;
 use trainer::sgd::{Sgd, SgdConfig};
-use trainer::{Datasets, RunConfig, TrainOptions, TrainOutcome, TrainSession};
+use trainer::{RunConfig, TrainOptions, TrainOutcome, TrainSession};
 
 fn gpu() -> Device {
     Device::new_cuda(0).unwrap_or_else(|e| {
@@ -243,26 +243,6 @@ fn auto_picks_the_gpu() {
     );
     assert_eq!(trainer::device::describe(&dev), "cuda:0");
     assert!(select_device(DeviceChoice::Cuda).unwrap().is_cuda());
-}
-
-/// 224 training images (7 steps of 32 per epoch), 48 validation, 40 test.
-fn data() -> Datasets {
-    let d = Cifar10 {
-        train: synthetic::generate(272, 5),
-        test: synthetic::generate(40, 6),
-        class_names: cifar_data::CLASS_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
-    let cfg = trainer::config::DataConfig {
-        split: SplitConfig {
-            val_size: 48,
-            ..SplitConfig::default()
-        },
-        ..Default::default()
-    };
-    Datasets::from_cifar(&d, &cfg).unwrap()
 }
 
 /// The config of `tests/train_loop.rs` (ResNet-8 of width 4, batch 32, lr 0.05, dropped at

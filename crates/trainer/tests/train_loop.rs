@@ -8,32 +8,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use cifar_data::{synthetic, Cifar10, SplitConfig};
+use common::tiny_data as data;
 use trainer::checkpoint::Checkpoint;
 use trainer::metrics::{read_jsonl, RecordKind};
 use trainer::overrides::Override;
 use trainer::progress::NoProgress;
-use trainer::{Datasets, RunConfig, StopReason, TrainOptions, TrainOutcome, TrainSession};
-
-/// 224 training images (7 steps of 32 per epoch), 48 validation, 40 test.
-fn data() -> Datasets {
-    let d = Cifar10 {
-        train: synthetic::generate(272, 5),
-        test: synthetic::generate(40, 6),
-        class_names: cifar_data::CLASS_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    };
-    let cfg = trainer::config::DataConfig {
-        split: SplitConfig {
-            val_size: 48,
-            ..SplitConfig::default()
-        },
-        ..Default::default()
-    };
-    Datasets::from_cifar(&d, &cfg).unwrap()
-}
+use trainer::{RunConfig, StopReason, TrainOptions, TrainOutcome, TrainSession};
 
 fn config(runs: &Path, max_iterations: u64) -> RunConfig {
     let yaml = format!(

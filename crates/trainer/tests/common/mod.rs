@@ -27,3 +27,25 @@ pub fn fixture_path(file: &str) -> PathBuf {
     assert!(path.is_file(), "fixture {} is missing", path.display());
     path
 }
+
+/// The tiny synthetic datasets of the training-loop tests: 224 training images (7 steps of
+/// 32 per epoch), 48 validation, 40 test.
+pub fn tiny_data() -> trainer::Datasets {
+    use cifar_data::{synthetic, Cifar10, SplitConfig};
+    let d = Cifar10 {
+        train: synthetic::generate(272, 5),
+        test: synthetic::generate(40, 6),
+        class_names: cifar_data::CLASS_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let cfg = trainer::config::DataConfig {
+        split: SplitConfig {
+            val_size: 48,
+            ..SplitConfig::default()
+        },
+        ..Default::default()
+    };
+    trainer::Datasets::from_cifar(&d, &cfg).unwrap()
+}
