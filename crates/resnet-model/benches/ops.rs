@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p resnet-model --bench ops
 //! cargo bench -p resnet-model --bench ops -- --batch 64 --iters 20 --slow
+//! cargo bench -p resnet-model --bench ops -- --only "conv stage1"   # names containing it
 //! ```
 //!
 //! "bwd" times `y.backward()` with `dy = 1`, which includes candle's gradient bookkeeping
@@ -46,12 +47,14 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 fn main() -> Result<()> {
     tune::tune_process();
     let (mut batch, mut iters, mut slow) = (128usize, 10usize, false);
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--batch" => batch = args.next().and_then(|v| v.parse().ok()).expect("--batch N"),
             "--iters" => iters = args.next().and_then(|v| v.parse().ok()).expect("--iters N"),
             "--slow" => slow = true,
+            "--only" => only = Some(args.next().expect("--only SUBSTRING")),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -71,13 +74,27 @@ fn main() -> Result<()> {
         ("stage3 64->64 3x3 s1", 64, 8, 64, 3, 1, 1),
         ("proj 16->32 1x1 s2", 16, 32, 32, 1, 2, 0),
     ];
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     for (name, cin, hw, cout, k, s, p) in convs {
+        if !wanted(&format!("conv {name}")) {
+            continue;
+        }
         let x = Var::from_tensor(&randn(&mut rng, &[batch, cin, hw, hw])?)?;
         let w = Var::from_tensor(&(randn(&mut rng, &[cout, cin, k, k])? * 0.1)?)?;
-        let fwd = time(iters, || ops::conv2d(&x, &w, s, p).map(drop))?;
-        let y = ops::conv2d(&x, &w, s, p)?;
-        let bwd = time(iters, || y.backward().map(drop))?;
+        // the default (direct) kernels, then Winograd F(2x2, 3x3) where it applies
+        let timed = |winograd: bool| {
+            ops::with_winograd(winograd, || -> Result<(f64, f64)> {
+                let fwd = time(iters, || ops::conv2d(&x, &w, s, p).map(drop))?;
+                let y = ops::conv2d(&x, &w, s, p)?;
+                Ok((fwd, time(iters, || y.backward().map(drop))?))
+            })
+        };
+        let (fwd, bwd) = timed(false)?;
         let mut line = format!("conv {name:<24} fwd {fwd:7.2}  bwd {bwd:7.2}");
+        if k == 3 && s == 1 && p == 1 && cin >= 8 {
+            let (fd, bd) = timed(true)?;
+            line += &format!("   | winograd fwd {fd:7.2}  bwd {bd:7.2}");
+        }
         if slow {
             let fs = time(iters.min(3), || ops::conv2d_slow(&x, &w, s, p).map(drop))?;
             let ys = ops::conv2d_slow(&x, &w, s, p)?;
@@ -87,6 +104,9 @@ fn main() -> Result<()> {
         println!("{line}");
     }
     for (name, c, hw) in [("stage1", 16, 32), ("stage2", 32, 16), ("stage3", 64, 8)] {
+        if !wanted(&format!("bn+relu {name}")) {
+            continue;
+        }
         let x = Var::from_tensor(&randn(&mut rng, &[batch, c, hw, hw])?)?;
         let g = Var::from_tensor(&randn(&mut rng, &[c])?)?;
         let b = Var::from_tensor(&randn(&mut rng, &[c])?)?;
@@ -111,6 +131,9 @@ fn main() -> Result<()> {
             line += &format!("   | candle bn fwd {fs:7.2}  bwd {bs:7.2}");
         }
         println!("{line}");
+    }
+    if only.is_some() {
+        return Ok(());
     }
     // candle's gradient bookkeeping per argument, for scale: zeros + add at stage-1 size
     let t = randn(&mut rng, &[batch, 16, 32, 32])?;

@@ -5,6 +5,7 @@
 //! cargo bench -p resnet-model --bench throughput -- --mode train --iters 20
 //! RAYON_NUM_THREADS=1 cargo bench -p resnet-model --bench throughput
 //! cargo bench -p resnet-model --features cuda --bench throughput -- --device cuda
+//! RESNET_WINOGRAD=1 cargo bench -p resnet-model --bench throughput   # Winograd F(2x2, 3x3) on
 //! ```
 //!
 //! - `train`: forward (training mode, batch statistics), cross-entropy, backward and an SGD

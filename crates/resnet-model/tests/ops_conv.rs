@@ -35,6 +35,13 @@ const CASES: &[Case] = &[
     (1, 32, 17, 19, 16, 3, 1, 1),
     (2, 8, 16, 17, 6, 5, 1, 2),
     (2, 32, 16, 18, 8, 5, 1, 2),
+    // Winograd F(2x2, 3x3) (ops/winograd.rs: 3x3, stride 1, padding 1, >= 8 channels):
+    // odd and tiny planes (partial tiles), unequal channels, several images per chunk
+    (2, 8, 1, 1, 8, 3, 1, 1),
+    (2, 8, 3, 5, 9, 3, 1, 1),
+    (3, 9, 7, 6, 8, 3, 1, 1),
+    (40, 8, 2, 3, 12, 3, 1, 1),
+    (2, 64, 8, 8, 64, 3, 1, 1),
 ];
 
 fn run(case: Case, seed: u64, fast: bool) -> (Tensor, Tensor, Tensor) {
@@ -54,12 +61,42 @@ fn run(case: Case, seed: u64, fast: bool) -> (Tensor, Tensor, Tensor) {
 
 #[test]
 fn fast_matches_candle_conv2d() {
+    // direct kernels (the default), then Winograd F(2x2, 3x3) where it applies
+    for winograd in [false, true] {
+        for (i, &case) in CASES.iter().enumerate() {
+            let (y, dx, dw) = ops::with_winograd(winograd, || run(case, i as u64, true));
+            let (ys, dxs, dws) = run(case, i as u64, false);
+            let what = format!("{case:?} winograd {winograd}");
+            assert_close(&format!("{what} y"), &y, &ys, 1e-5);
+            assert_close(&format!("{what} dx"), &dx, &dxs, 1e-5);
+            assert_close(&format!("{what} dw"), &dw, &dws, 1e-5);
+        }
+    }
+}
+
+/// Winograd really runs where it applies (the results differ from the direct kernels' by
+/// rounding; on a 1x1 plane they may coincide) and not where it does not (same bits).
+#[test]
+fn winograd_takes_the_3x3_stride_1_convolutions() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
     for (i, &case) in CASES.iter().enumerate() {
-        let (y, dx, dw) = run(case, i as u64, true);
-        let (ys, dxs, dws) = run(case, i as u64, false);
-        assert_close(&format!("{case:?} y"), &y, &ys, 1e-5);
-        assert_close(&format!("{case:?} dx"), &dx, &dxs, 1e-5);
-        assert_close(&format!("{case:?} dw"), &dw, &dws, 1e-5);
+        let direct = ops::with_winograd(false, || run(case, i as u64, true));
+        let wino = ops::with_winograd(true, || run(case, i as u64, true));
+        let (_, cin, h, w, cout, k, s, p) = case;
+        let applies = k == 3 && s == 1 && p == 1 && cin >= 8 && cout >= 8;
+        let same = [
+            bits(&direct.0) == bits(&wino.0),
+            bits(&direct.1) == bits(&wino.1),
+            bits(&direct.2) == bits(&wino.2),
+        ];
+        if !applies {
+            assert_eq!(same, [true; 3], "{case:?}: Winograd does not apply here");
+        } else if h >= 2 && w >= 2 {
+            assert!(same.contains(&false), "{case:?}: Winograd did not run");
+        }
     }
 }
 
@@ -72,31 +109,42 @@ fn gradients_match_f64_finite_differences() {
         // stride 2 on a 1x2 input (candle's own conv2d backward gets its shape wrong)
         (2, 3, 1, 2, 3, 3, 2, 1),
         (1, 2, 1, 1, 3, 3, 1, 1),
+        // Winograd F(2x2, 3x3), odd plane
+        (2, 8, 3, 5, 8, 3, 1, 1),
     ]
     .iter()
     .enumerate()
     {
-        let mut r = rng(100 + i as u64);
-        let x = randn_var(&mut r, &[n, cin, h, w], 0.0, 1.0);
-        let wt = randn_var(&mut r, &[cout, cin, k, k], 0.0, 0.5);
-        let y = ops::conv2d(&x, &wt, s, p).unwrap();
-        let probe = randn(&mut r, y.dims(), 0.0, 1.0);
-        let g = grads(&y, &probe, &[&x, &wt]);
-        let probe64 = probe.to_dtype(DType::F64).unwrap();
-        let f = |a: &[Tensor]| functional(&ops::conv2d_slow(&a[0], &a[1], s, p)?, &probe64);
-        let inputs = [x.as_tensor().clone(), wt.as_tensor().clone()];
-        for (j, name) in ["dx", "dw"].iter().enumerate() {
-            let num = numeric_grad(&inputs, j, 1e-3, f);
-            assert_close(&format!("case {i} {name}"), &g[j], &num, 1e-5);
+        for winograd in [false, true] {
+            let mut r = rng(100 + i as u64);
+            let x = randn_var(&mut r, &[n, cin, h, w], 0.0, 1.0);
+            let wt = randn_var(&mut r, &[cout, cin, k, k], 0.0, 0.5);
+            let (g, probe) = ops::with_winograd(winograd, || {
+                let y = ops::conv2d(&x, &wt, s, p).unwrap();
+                let probe = randn(&mut r, y.dims(), 0.0, 1.0);
+                (grads(&y, &probe, &[&x, &wt]), probe)
+            });
+            let probe64 = probe.to_dtype(DType::F64).unwrap();
+            let f = |a: &[Tensor]| functional(&ops::conv2d_slow(&a[0], &a[1], s, p)?, &probe64);
+            let inputs = [x.as_tensor().clone(), wt.as_tensor().clone()];
+            for (j, name) in ["dx", "dw"].iter().enumerate() {
+                let num = numeric_grad(&inputs, j, 1e-3, f);
+                assert_close(
+                    &format!("case {i} winograd {winograd} {name}"),
+                    &g[j],
+                    &num,
+                    1e-5,
+                );
+            }
         }
     }
 }
 
 #[test]
 fn bit_identical_with_one_and_two_threads() {
-    for &case in &CASES[7..] {
-        let one = with_threads(1, || run(case, 7, true));
-        let two = with_threads(2, || run(case, 7, true));
+    for (&case, winograd) in CASES[7..].iter().flat_map(|c| [(c, false), (c, true)]) {
+        let one = with_threads(1, || ops::with_winograd(winograd, || run(case, 7, true)));
+        let two = with_threads(2, || ops::with_winograd(winograd, || run(case, 7, true)));
         assert_bits_eq(&format!("{case:?} y"), &one.0, &two.0);
         assert_bits_eq(&format!("{case:?} dx"), &one.1, &two.1);
         assert_bits_eq(&format!("{case:?} dw"), &one.2, &two.2);

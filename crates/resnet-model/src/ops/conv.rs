@@ -14,7 +14,7 @@ use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
 use super::storage::{assume_init_mut, with_scratch, Uninit};
-use super::{conv_backward, conv_same};
+use super::{conv_backward, conv_same, winograd};
 
 /// Forward convolution, differentiable in both the input and the weight.
 pub(crate) struct Conv2d {
@@ -68,6 +68,9 @@ impl CpuOp<2> for Conv2d {
 
 /// `y[b] = W · col(x[b])` for every image, chunk by chunk.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::forward(g, x, w);
+    }
     if conv_same::applies(g) {
         return conv_same::forward(g, x, w);
     }

@@ -20,6 +20,9 @@ pub(crate) fn backward(
     dy: &[f32],
     w: &[f32],
 ) -> Option<(Vec<f32>, Vec<f32>)> {
+    if super::winograd::applies(g) {
+        return Some(super::winograd::backward(g, x, dy, w));
+    }
     if super::conv_same::applies_backward(g) {
         return super::conv_same::backward(g, x, dy, w);
     }

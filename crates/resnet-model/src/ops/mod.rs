@@ -15,6 +15,11 @@
 //!   with the weight gradient. Chunk sizes depend only on the shapes and weight-gradient
 //!   partials are summed in chunk order, so results are bit-identical for any number of
 //!   threads.
+//! - Winograd F(2x2, 3x3) (`winograd.rs`) for the 3x3 stride-1 convolutions, forward and
+//!   both gradients (the backward as the transposed algorithm): 2.25x fewer multiplications,
+//!   but its 16 GEMMs per chunk are only `Cin` (16-64) deep and its transforms add memory
+//!   passes, so on the machines measured so far it is slower than the direct path and is off
+//!   by default ([`with_winograd`], `RESNET_WINOGRAD=1`).
 //! - BatchNorm: two passes forward (statistics, normalise + ReLU) and two backward
 //!   (reductions, input gradient), per-channel sums in a fixed order.
 //!   [`batch_norm_train_synced`] is its synchronized (multi-process) variant, with the
@@ -61,6 +66,7 @@ mod gemm;
 mod im2col;
 mod reference;
 mod storage;
+mod winograd;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -108,6 +114,33 @@ pub struct BatchNormOutput {
 /// ```
 pub fn with_reference_ops<R>(f: impl FnOnce() -> R) -> R {
     storage::with_reference(f)
+}
+
+/// Runs `f` with the Winograd F(2x2, 3x3) convolutions on (`true`) or off on the current
+/// thread. With Winograd on, 3x3 stride-1 padding-1 convolutions of at least 8 input and
+/// output channels (forward, input and weight gradient) use `ops/winograd.rs` instead of the
+/// direct im2col / shifted-copy + GEMM path; the two agree to rounding. Off by default: on
+/// the machines measured so far it is slower than the direct path (see bench/README.md);
+/// the process default can be switched on with the environment variable `RESNET_WINOGRAD=1`
+/// (for benchmarks on other CPUs). Results then differ from the default by rounding, so a
+/// run resumed with a different setting is no longer bit-exact.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use resnet_model::ops;
+///
+/// # fn main() -> candle_core::Result<()> {
+/// let x = Tensor::ones((1, 8, 6, 6), candle_core::DType::F32, &Device::Cpu)?;
+/// let w = Tensor::ones((8, 8, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+/// let direct = ops::with_winograd(false, || ops::conv2d(&x, &w, 1, 1))?;
+/// let winograd = ops::with_winograd(true, || ops::conv2d(&x, &w, 1, 1))?;
+/// let d = (winograd - direct)?.abs()?.max_all()?.to_scalar::<f32>()?;
+/// assert!(d < 1e-4);
+/// # Ok(())
+/// # }
+/// ```
+pub fn with_winograd<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    storage::with_winograd_set(on, f)
 }
 
 /// Whether the current thread is inside [`with_reference_ops`] (this module's ops run their

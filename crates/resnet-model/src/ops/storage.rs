@@ -10,6 +10,29 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 thread_local! {
     static REFERENCE_OPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static NO_GRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WINOGRAD: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the Winograd convolutions on or off on the current thread (see
+/// [`super::with_winograd`]).
+pub(crate) fn with_winograd_set<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WINOGRAD.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(WINOGRAD.with(|c| c.replace(Some(on))));
+    f()
+}
+
+/// Whether the Winograd convolutions are on for the current thread: the innermost
+/// [`with_winograd_set`], else the process default from `RESNET_WINOGRAD` (`1` = on).
+pub(crate) fn winograd_on() -> bool {
+    static DEFAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    WINOGRAD.with(|c| c.get()).unwrap_or_else(|| {
+        *DEFAULT.get_or_init(|| std::env::var("RESNET_WINOGRAD").is_ok_and(|v| v == "1"))
+    })
 }
 
 /// Runs `f` with gradient recording off for this module's ops on the current thread (see
