@@ -419,6 +419,30 @@ fn merge_plane(acc: &[f32], t: Tiles, x: &mut [MaybeUninit<f32>]) {
 }
 }
 
+/// The `tiles x cols` matrix stored column by column (`[col][tile]`, `tc` tiles): how `V`,
+/// `M`, `dM` and `dV` of one `ξ` are laid out.
+fn by_tiles(data: &[f32], tc: usize, cols: usize) -> MatRef<'_> {
+    MatRef {
+        data: &data[..tc * cols],
+        rows: tc,
+        cols,
+        rs: 1,
+        cs: tc,
+    }
+}
+
+/// `V` of every plane of the `nb` images in `x` (`[nb, cin, h, w]`), written to
+/// `v[ξ * cin * tc + ci * tc + b * tiles_per_image + k]`.
+fn input_chunk(x: &[f32], nb: usize, cin: usize, t: Tiles, v: &mut [f32], aux: &mut [f32]) {
+    let (tc, hw) = (nb * t.per_img(), t.h * t.w);
+    let (pl, tmp) = aux.split_at_mut(4 * t.phase_len());
+    for (p, plane) in x.chunks_exact(hw).take(nb * cin).enumerate() {
+        let (b, ci) = (p / cin, p % cin);
+        split_plane(plane, t, pl);
+        input_tiles(pl, t, v, cin * tc, ci * tc + b * t.per_img(), tmp);
+    }
+}
+
 /// `conv2d(x, w)` (stride 1, padding 1, 3x3) by Winograd F(2x2, 3x3); `g` must satisfy
 /// [`applies`].
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -434,23 +458,12 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
             let nb = y.len() / g.out_img();
             let tc = nb * tp;
             let mut aux = vec![0f32; t.aux_len()];
-            let (pl, tmp) = aux.split_at_mut(4 * t.phase_len());
             with_scratch(XI * cin * tc, XI * cout * tc, |v, m| {
-                for b in 0..nb {
-                    for ci in 0..cin {
-                        split_plane(&x[(b * cin + ci) * hw..][..hw], t, pl);
-                        input_tiles(pl, t, v, cin * tc, ci * tc + b * tp, tmp);
-                    }
-                }
+                input_chunk(x, nb, cin, t, v, &mut aux);
+                let tmp = &mut aux[4 * t.phase_len()..];
                 for xi in 0..XI {
                     // M[ξ]^T (tiles x cout) = V[ξ]^T (tiles x cin) · U[ξ]^T (cin x cout)
-                    let lhs = MatRef {
-                        data: &v[xi * cin * tc..][..cin * tc],
-                        rows: tc,
-                        cols: cin,
-                        rs: 1,
-                        cs: tc,
-                    };
+                    let lhs = by_tiles(&v[xi * cin * tc..], tc, cin);
                     let rhs = MatRef {
                         data: &u[xi * cin * cout..][..cin * cout],
                         rows: cin,
@@ -497,16 +510,13 @@ pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f
             let nb = dxc.len() / g.in_img();
             let tc = nb * tp;
             let mut aux = vec![0f32; t.aux_len()];
-            let (pl, tmp) = aux.split_at_mut(4 * t.phase_len());
             with_scratch(XI * cin * tc, XI * cout * tc, |v, dm| {
+                input_chunk(xc, nb, cin, t, v, &mut aux);
+                let (pl, tmp) = aux.split_at_mut(4 * t.phase_len());
                 for b in 0..nb {
                     for co in 0..cout {
                         let dyp = &dyc[(b * cout + co) * hw..][..hw];
                         dy_tiles(dyp, t, dm, cout * tc, co * tc + b * tp, tmp);
-                    }
-                    for ci in 0..cin {
-                        split_plane(&xc[(b * cin + ci) * hw..][..hw], t, pl);
-                        input_tiles(pl, t, v, cin * tc, ci * tc + b * tp, tmp);
                     }
                 }
                 for xi in 0..XI {
@@ -519,24 +529,12 @@ pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f
                         rs: tc,
                         cs: 1,
                     };
-                    let rhs = MatRef {
-                        data: &v[xi * cin * tc..][..cin * tc],
-                        rows: tc,
-                        cols: cin,
-                        rs: 1,
-                        cs: tc,
-                    };
+                    let rhs = by_tiles(&v[xi * cin * tc..], tc, cin);
                     let dst = &mut part[xi * cin * cout..][..cin * cout];
                     sgemm(MatMut::uninit(dst, cout, cin, 1, cout), false, lhs, rhs);
                     // dV[ξ]^T (tiles x cin) = dM[ξ]^T (tiles x cout) · U[ξ] (cout x cin),
                     // overwriting V[ξ], which is no longer needed
-                    let lhs = MatRef {
-                        data: dmx,
-                        rows: tc,
-                        cols: cout,
-                        rs: 1,
-                        cs: tc,
-                    };
+                    let lhs = by_tiles(dmx, tc, cout);
                     let rhs = MatRef {
                         data: &ut[xi * cin * cout..][..cin * cout],
                         rows: cout,
