@@ -6,6 +6,8 @@
 #   bench/compare.sh                    # threads = RAYON_NUM_THREADS or nproc, 3 rounds
 #   THREADS=1 ROUNDS=5 ITERS=20 bench/compare.sh
 #   PEERS="eager compile" bench/compare.sh   # a subset of: eager channels_last compile
+#   OURS_FLAGS=--no-default-features bench/compare.sh   # ours with the AVX2 GEMM kernels only
+#   RESNET_WINOGRAD=1 bench/compare.sh       # ours with the Winograd convolutions
 #
 # Each round runs ours and every PyTorch configuration once (each mode in its own process,
 # so that peak memory is per workload), in an order that rotates from round to round. For
@@ -20,12 +22,13 @@ threads="${THREADS:-${RAYON_NUM_THREADS:-$(nproc)}}"
 iters="${ITERS:-10}"
 rounds="${ROUNDS:-3}"
 peers="${PEERS:-eager channels_last compile}"
+read -r -a ours_flags <<< "${OURS_FLAGS:-}"
 isa="$(grep -o -w 'avx2\|fma\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | xargs)"
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${isa:-no AVX2}), threads: $threads"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
-(cd "$root" && cargo bench --quiet -p resnet-model --bench throughput --no-run)
-ours() { (cd "$root" && RAYON_NUM_THREADS="$threads" cargo bench --quiet -p resnet-model --bench throughput -- --iters "$iters"); }
+(cd "$root" && cargo bench --quiet -p resnet-model "${ours_flags[@]}" --bench throughput --no-run)
+ours() { (cd "$root" && RAYON_NUM_THREADS="$threads" cargo bench --quiet -p resnet-model "${ours_flags[@]}" --bench throughput -- --iters "$iters"); }
 theirs() {
     local extra=()
     case "$1" in
@@ -87,11 +90,13 @@ for mode in ("train", "infer"):
         best_o = max((o for o, _ in pairs), key=lambda kv: f(kv, "images_per_s"))
         best_t = max((t for _, t in pairs), key=lambda kv: f(kv, "images_per_s"))
         print(f"RATIO mode={mode} batch={best_o['batch']} threads={best_o['threads']} "
+              f"gemm={best_o.get('gemm', '?')} winograd={best_o.get('winograd', '?')} "
               f"peer=pytorch-{best_t.get('version', '?')}-{peer} "
               f"rounds=[{' '.join(f'{x:.2f}' for x in ratios)}] "
               f"median_ratio={statistics.median(ratios):.2f} "
               f"best_of_ratio={f(best_o, 'images_per_s') / f(best_t, 'images_per_s'):.2f} "
               f"best_images_per_s ours={best_o['images_per_s']} peer={best_t['images_per_s']} "
+              f"ours_gflops={best_o.get('gflops', '?')} "
               f"peak_rss_mib ours={best_o['peak_rss_mib']} peer={best_t['peak_rss_mib']} "
               f"cpu_ms_per_step ours={best_o.get('cpu_ms_per_step')} "
               f"peer={best_t.get('cpu_ms_per_step')}")

@@ -5,7 +5,12 @@
 //! cargo bench -p resnet-model --bench ops
 //! cargo bench -p resnet-model --bench ops -- --batch 64 --iters 20 --slow
 //! cargo bench -p resnet-model --bench ops -- --only "conv stage1"   # names containing it
+//! cargo bench -p resnet-model --bench ops -- --only "gemm peak"
 //! ```
+//!
+//! The first line, "gemm peak", is the machine's SGEMM rate through the same `gemm` crate
+//! kernels the convolutions use (see `gemm_peak`): the yardstick for the throughput bench's
+//! `gflops`.
 //!
 //! "bwd" times `y.backward()` with `dy = 1`, which includes candle's gradient bookkeeping
 //! (a zero tensor plus an add per argument), as in a real training step.
@@ -44,6 +49,62 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
+/// GFLOP/s of single-threaded `gemm` SGEMMs at `m = n = k = 512` (square, L2-sized, as deep
+/// as any GEMM of ours: the crate's best case), running on one thread alone, then on every
+/// thread of the pool at once (each on its own matrices, as our kernels run): the best of
+/// five timed batches of `reps` products each.
+fn gemm_peak(all_threads: bool) -> f64 {
+    const N: usize = 512;
+    let reps = 10;
+    let run = || -> f64 {
+        let a = vec![1.0f32; N * N];
+        let b = vec![0.5f32; N * N];
+        let mut c = vec![0.0f32; N * N];
+        let mut best = f64::INFINITY;
+        for round in 0..6 {
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                // SAFETY: three distinct N x N column-major buffers with unit row stride.
+                unsafe {
+                    gemm::gemm(
+                        N,
+                        N,
+                        N,
+                        c.as_mut_ptr(),
+                        N as isize,
+                        1,
+                        false,
+                        a.as_ptr(),
+                        N as isize,
+                        1,
+                        b.as_ptr(),
+                        N as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+            if round > 0 {
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+        }
+        assert!(c[0] == 0.5 * N as f32, "gemm peak: wrong product");
+        best
+    };
+    let flops = 2.0 * (N * N * N * reps) as f64;
+    if all_threads {
+        let t = rayon::broadcast(|_| run());
+        t.len() as f64 * flops / t.iter().copied().fold(0.0, f64::max) / 1e9
+    } else {
+        flops / run() / 1e9
+    }
+}
+
 fn main() -> Result<()> {
     tune::tune_process();
     let (mut batch, mut iters, mut slow) = (128usize, 10usize, false);
@@ -63,6 +124,16 @@ fn main() -> Result<()> {
         "threads={} batch={batch} (median ms)",
         rayon::current_num_threads()
     );
+    if only.as_deref().is_none_or(|o| "gemm peak".contains(o)) {
+        println!(
+            "gemm peak ({} kernels, 512^3 SGEMM per thread): 1 thread {:.1} GFLOP/s, \
+             {} threads at once {:.1} GFLOP/s",
+            ops::gemm_kernels(),
+            gemm_peak(false),
+            rayon::current_num_threads(),
+            gemm_peak(true)
+        );
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     // (name, cin, hw, cout, k, stride, pad)
     let convs = [

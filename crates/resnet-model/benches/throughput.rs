@@ -16,7 +16,10 @@
 //! Each mode runs in its own process (the binary re-executes itself) so that the peak
 //! resident memory (`VmHWM`) is that of one workload. One line per mode, the same format as
 //! `bench/pytorch/bench_resnet.py`:
-//! `RESULT impl=... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...`
+//! `RESULT impl=... mode=train batch=128 threads=2 gemm=avx512f winograd=0 images_per_s=...
+//! gflops=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...` (`gemm`: the SGEMM
+//! micro-kernels in use, see `ops::gemm_kernels`; `gflops`: useful convolution and linear
+//! FLOPs per second, see `flops_per_image`; compare with the ops bench's `gemm peak` line).
 //! With `--profile`, a train run also prints the median forward / backward / update times;
 //! `--no-tuning` skips `tune_process()` (resnet-cli's `src/tune.rs`: allocator thresholds,
 //! `CANDLE_NUM_THREADS=1`).
@@ -175,16 +178,39 @@ fn device(a: &Args) -> Result<Device> {
     }
 }
 
+/// Useful FLOPs per image of one step (two per multiply-accumulate of the convolutions and
+/// the linear layer, from [`ResNetModel::summary`]): the forward for `infer`; for `train`
+/// the forward, the input gradient and the weight gradient of every layer, less the stem's
+/// input gradient (the images need none). BatchNorm, ReLU and the update are not counted.
+fn flops_per_image(model: &ResNetModel, mode: &str) -> f64 {
+    let s = model.summary();
+    let fwd = s.total_macs as f64;
+    let stem = s
+        .rows
+        .iter()
+        .find(|r| r.layer == "conv1")
+        .map_or(0, |r| r.macs) as f64;
+    2.0 * if mode == "train" {
+        3.0 * fwd - stem
+    } else {
+        fwd
+    }
+}
+
 /// Prints the RESULT line; `cpu` is the CPU time of the measured steps (all threads).
-fn report(dev: &Device, mode: &str, batch: usize, times: &[f64], cpu: f64) {
+fn report(dev: &Device, model: &ResNetModel, mode: &str, batch: usize, times: &[f64], cpu: f64) {
     let total: f64 = times.iter().sum();
+    let images_per_s = (batch * times.len()) as f64 / total;
+    let gflops = images_per_s * flops_per_image(model, mode) / 1e9;
     let mut t = times.to_vec();
     let device = if dev.is_cuda() { " device=cuda" } else { "" };
     println!(
         "RESULT impl=candle-resnet-model{device} mode={mode} batch={batch} threads={} \
-         images_per_s={:.1} step_ms={:.1} cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
+         gemm={} winograd={} images_per_s={images_per_s:.1} gflops={gflops:.1} step_ms={:.1} \
+         cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
         rayon::current_num_threads(),
-        (batch * times.len()) as f64 / total,
+        resnet_model::ops::gemm_kernels(),
+        u8::from(std::env::var("RESNET_WINOGRAD").is_ok_and(|v| v == "1")),
         1000.0 * median(&mut t),
         1000.0 * cpu / times.len() as f64,
         peak_rss_mib()
@@ -228,7 +254,14 @@ fn train(a: &Args) -> Result<()> {
             candle_core::bail!("loss is not finite at step {i}");
         }
     }
-    report(&dev, "train", a.train_batch, &times, cpu_seconds() - cpu0);
+    report(
+        &dev,
+        &model,
+        "train",
+        a.train_batch,
+        &times,
+        cpu_seconds() - cpu0,
+    );
     if a.profile {
         println!(
             "PROFILE forward_ms={:.1} backward_ms={:.1} update_ms={:.1}",
@@ -259,7 +292,14 @@ fn infer(a: &Args) -> Result<()> {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    report(&dev, "infer", a.infer_batch, &times, cpu_seconds() - cpu0);
+    report(
+        &dev,
+        &model,
+        "infer",
+        a.infer_batch,
+        &times,
+        cpu_seconds() - cpu0,
+    );
     Ok(())
 }
 

@@ -21,6 +21,9 @@ pub struct SummaryRow {
     pub output_shape: Vec<usize>,
     /// Trainable parameters of the module.
     pub params: usize,
+    /// Multiply-accumulates of the module's convolutions and linear layer for one image
+    /// (torchinfo's "Mult-Adds"; BatchNorm, ReLU, shortcuts and pooling not counted).
+    pub macs: usize,
 }
 
 /// Layer table of a model for `[N, 3, 32, 32]` inputs; `Display` prints it like Keras'
@@ -35,6 +38,10 @@ pub struct Summary {
     pub total_params: usize,
     /// Scalars in BatchNorm running statistics (not trainable).
     pub buffer_elements: usize,
+    /// Multiply-accumulates of one image's forward pass (the sum of the rows' `macs`; one
+    /// MAC is two FLOPs). A training step costs about three times as many: the forward, the
+    /// input gradient and the weight gradient of every layer.
+    pub total_macs: usize,
 }
 
 impl Summary {
@@ -46,11 +53,32 @@ impl Summary {
                 .sum()
         };
         let params = |prefix: &str| count(prefix, TensorKind::Parameter);
+        // Every convolution of a row writes that row's output plane (a block's strided conv1
+        // and its projection included), and a linear layer's weight is one MAC per element.
+        let macs = |prefix: &str, size: usize| -> usize {
+            spec.iter()
+                .filter(|(name, _)| name.starts_with(prefix) && name.ends_with(".weight"))
+                .map(|(_, s)| match s.shape.len() {
+                    4 => s.shape.iter().product::<usize>() * size * size,
+                    2 => s.shape.iter().product(),
+                    _ => 0,
+                })
+                .sum()
+        };
         let mut rows = Vec::new();
         let mut row = |layer: &str, kind: &str, output_shape: Vec<usize>, params: usize| {
+            let size = match output_shape[..] {
+                [_, h, _] => h,
+                _ => 1,
+            };
             rows.push(SummaryRow {
                 layer: layer.to_string(),
                 kind: kind.to_string(),
+                macs: if params > 0 {
+                    macs(&format!("{layer}."), size)
+                } else {
+                    0
+                },
                 output_shape,
                 params,
             })
@@ -83,11 +111,13 @@ impl Summary {
         row("avgpool", "GlobalAvgPool", vec![cfg.stage_width(2)], 0);
         row("linear", "Linear", vec![cfg.num_classes], params("linear."));
         let total_params = rows.iter().map(|r| r.params).sum();
+        let total_macs = rows.iter().map(|r| r.macs).sum();
         Self {
             model: cfg.name(),
             rows,
             total_params,
             buffer_elements: count("", TensorKind::Buffer),
+            total_macs,
         }
     }
 }
@@ -107,7 +137,7 @@ pub fn thousands(n: usize) -> String {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cells: Vec<[String; 3]> = self
+        let cells: Vec<[String; 4]> = self
             .rows
             .iter()
             .map(|r| {
@@ -116,40 +146,45 @@ impl fmt::Display for Summary {
                     format!("{} ({})", r.layer, r.kind),
                     format!("[N, {}]", dims.join(", ")),
                     thousands(r.params),
+                    thousands(r.macs),
                 ]
             })
             .collect();
-        let headers = ["Layer (type)", "Output Shape", "Param #"];
+        let headers = ["Layer (type)", "Output Shape", "Param #", "Mult-Adds"];
         let mut widths = headers.map(str::len);
         for c in &cells {
             for (w, s) in widths.iter_mut().zip(c) {
                 *w = (*w).max(s.len());
             }
         }
-        let total_width = widths.iter().sum::<usize>() + 6;
+        let total_width = widths.iter().sum::<usize>() + 9;
         writeln!(f, "Model: \"{}\"", self.model)?;
         writeln!(f, "{}", "_".repeat(total_width))?;
         writeln!(
             f,
-            "{:<w0$}   {:<w1$}   {:>w2$}",
+            "{:<w0$}   {:<w1$}   {:>w2$}   {:>w3$}",
             headers[0],
             headers[1],
             headers[2],
+            headers[3],
             w0 = widths[0],
             w1 = widths[1],
-            w2 = widths[2]
+            w2 = widths[2],
+            w3 = widths[3]
         )?;
         writeln!(f, "{}", "=".repeat(total_width))?;
         for c in &cells {
             writeln!(
                 f,
-                "{:<w0$}   {:<w1$}   {:>w2$}",
+                "{:<w0$}   {:<w1$}   {:>w2$}   {:>w3$}",
                 c[0],
                 c[1],
                 c[2],
+                c[3],
                 w0 = widths[0],
                 w1 = widths[1],
-                w2 = widths[2]
+                w2 = widths[2],
+                w3 = widths[3]
             )?;
         }
         writeln!(f, "{}", "=".repeat(total_width))?;
@@ -159,6 +194,11 @@ impl fmt::Display for Summary {
             f,
             "Non-trainable (BatchNorm running statistics): {}",
             thousands(self.buffer_elements)
+        )?;
+        writeln!(
+            f,
+            "Mult-adds per image: {} (forward; a training step ~3x)",
+            thousands(self.total_macs)
         )?;
         write!(f, "{}", "_".repeat(total_width))
     }

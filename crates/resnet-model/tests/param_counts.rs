@@ -148,4 +148,43 @@ fn summary_matches_counts() {
     assert!(text.contains("Total params: 269,722"), "{text}");
     assert!(text.contains("layer2.0 (BasicBlock)"), "{text}");
     assert!(text.contains("[N, 32, 16, 16]"), "{text}");
+    assert!(text.contains("Mult-adds per image: 40,551,040"), "{text}");
+}
+
+/// Multiply-accumulates per image, counted by hand from the layer shapes.
+#[test]
+fn summary_counts_mult_adds() {
+    // stem 16*3*9 at 32x32; each 3x3 conv of width w at plane s: w*w*9*s*s (= 2,359,296 at
+    // every stage); the two strided conv1s: 32*16*9*16*16 and 64*32*9*8*8 (1,179,648 each);
+    // the linear layer 64*10.
+    let stem = 16 * 3 * 9 * 32 * 32;
+    let full = 16 * 16 * 9 * 32 * 32;
+    let strided = 32 * 16 * 9 * 16 * 16;
+    let linear = 64 * 10;
+    let r20 = ResNetModel::new(&ResNetConfig::resnet20(), &Device::Cpu, 0)
+        .unwrap()
+        .summary();
+    assert_eq!(r20.total_macs, stem + 16 * full + 2 * strided + linear);
+    assert_eq!(r20.total_macs, 40_551_040);
+    let row =
+        |s: &resnet_model::Summary, l: &str| s.rows.iter().find(|r| r.layer == l).unwrap().macs;
+    assert_eq!(row(&r20, "conv1"), stem);
+    assert_eq!(row(&r20, "bn1"), 0);
+    assert_eq!(row(&r20, "layer1.0"), 2 * full);
+    assert_eq!(row(&r20, "layer2.0"), strided + full);
+    assert_eq!(row(&r20, "linear"), linear);
+    // option B adds the two 1x1 projections, at their output planes
+    let b = ResNetModel::new(
+        &ResNetConfig::resnet20().with_shortcut(Shortcut::Projection),
+        &Device::Cpu,
+        0,
+    )
+    .unwrap()
+    .summary();
+    assert_eq!(row(&b, "layer2.0"), strided + full + 32 * 16 * 16 * 16);
+    assert_eq!(row(&b, "layer3.0"), strided + full + 64 * 32 * 8 * 8);
+    assert_eq!(
+        b.total_macs,
+        r20.total_macs + 32 * 16 * 16 * 16 + 64 * 32 * 8 * 8
+    );
 }

@@ -138,3 +138,24 @@ pub(crate) fn sgemm(dst: MatMut<'_>, accumulate: bool, lhs: MatRef<'_>, rhs: Mat
         )
     }
 }
+
+/// The micro-kernels the `gemm` crate runs on this CPU in this build: `"avx512f"` (the
+/// `avx512` feature, default, on a CPU with AVX-512F), `"avx2+fma"`, `"neon"` (aarch64) or
+/// `"scalar"`. The crate makes the same choice, once, from the same facts.
+pub(crate) fn kernels() -> &'static str {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        #[cfg(feature = "avx512")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            return "avx2+fma";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        return "neon";
+    }
+    "scalar"
+}

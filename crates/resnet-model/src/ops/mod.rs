@@ -143,6 +143,18 @@ pub fn with_winograd<R>(on: bool, f: impl FnOnce() -> R) -> R {
     storage::with_winograd_set(on, f)
 }
 
+/// The SGEMM micro-kernels the convolutions run on this CPU in this build: `"avx512f"`
+/// (with the default `avx512` feature, on a CPU that has AVX-512F), `"avx2+fma"`, `"neon"`
+/// or `"scalar"` (picked at run time; benchmarks print it beside their figures).
+///
+/// ```
+/// let k = resnet_model::ops::gemm_kernels();
+/// assert!(["avx512f", "avx2+fma", "neon", "scalar"].contains(&k));
+/// ```
+pub fn gemm_kernels() -> &'static str {
+    gemm::kernels()
+}
+
 /// Whether the current thread is inside [`with_reference_ops`] (this module's ops run their
 /// `_slow` twins).
 pub fn reference_ops_active() -> bool {
