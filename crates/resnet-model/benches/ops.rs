@@ -6,6 +6,7 @@
 //! cargo bench -p resnet-model --bench ops -- --batch 64 --iters 20 --slow
 //! cargo bench -p resnet-model --bench ops -- --only "conv stage1"   # names containing it
 //! cargo bench -p resnet-model --bench ops -- --only "gemm peak"
+//! cargo bench -p resnet-model --bench ops -- --only gemm      # + the GEMMs at our shapes
 //! ```
 //!
 //! The first line, "gemm peak", is the machine's SGEMM rate through the same `gemm` crate
@@ -49,36 +50,51 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
-/// GFLOP/s of single-threaded `gemm` SGEMMs at `m = n = k = 512` (square, L2-sized, as deep
-/// as any GEMM of ours: the crate's best case), running on one thread alone, then on every
-/// thread of the pool at once (each on its own matrices, as our kernels run): the best of
-/// five timed batches of `reps` products each.
-fn gemm_peak(all_threads: bool) -> f64 {
-    const N: usize = 512;
-    let reps = 10;
+/// GFLOP/s of single-threaded `gemm` SGEMMs `[m x k] · [k x n]` (all column-major, as our
+/// convolutions call them: `m` = output pixels, `n` = output channels, `k` = the reduction),
+/// on one thread alone or on every thread of the pool at once (each on its own matrices, as
+/// our kernels run): the best of five timed batches of at least ~0.2 GFLOP each.
+///
+/// `pad_a` / `pad_c` add that many elements to the column stride of the lhs / the output
+/// (`m` otherwise): at `m = 1024` every column starts 4 KiB after the previous one.
+fn gemm_gflops(m: usize, n: usize, k: usize, all_threads: bool) -> f64 {
+    gemm_gflops_ld(m, n, k, 0, 0, all_threads)
+}
+
+fn gemm_gflops_ld(
+    m: usize,
+    n: usize,
+    k: usize,
+    pad_a: usize,
+    pad_c: usize,
+    all_threads: bool,
+) -> f64 {
+    let reps = (2e8 / (2 * m * n * k) as f64).ceil() as usize;
+    let (lda, ldc) = (m + pad_a, m + pad_c);
     let run = || -> f64 {
-        let a = vec![1.0f32; N * N];
-        let b = vec![0.5f32; N * N];
-        let mut c = vec![0.0f32; N * N];
+        let a = vec![1.0f32; lda * k];
+        let b = vec![0.5f32; k * n];
+        let mut c = vec![0.0f32; ldc * n];
         let mut best = f64::INFINITY;
         for round in 0..6 {
             let t0 = Instant::now();
             for _ in 0..reps {
-                // SAFETY: three distinct N x N column-major buffers with unit row stride.
+                // SAFETY: three distinct column-major buffers of m x k, k x n and m x n
+                // elements with unit row stride.
                 unsafe {
                     gemm::gemm(
-                        N,
-                        N,
-                        N,
+                        m,
+                        n,
+                        k,
                         c.as_mut_ptr(),
-                        N as isize,
+                        ldc as isize,
                         1,
                         false,
                         a.as_ptr(),
-                        N as isize,
+                        lda as isize,
                         1,
                         b.as_ptr(),
-                        N as isize,
+                        k as isize,
                         1,
                         0.0,
                         1.0,
@@ -93,10 +109,10 @@ fn gemm_peak(all_threads: bool) -> f64 {
                 best = best.min(t0.elapsed().as_secs_f64());
             }
         }
-        assert!(c[0] == 0.5 * N as f32, "gemm peak: wrong product");
+        assert!(c[0] == 0.5 * k as f32, "gemm: wrong product");
         best
     };
-    let flops = 2.0 * (N * N * N * reps) as f64;
+    let flops = 2.0 * (m * n * k * reps) as f64;
     if all_threads {
         let t = rayon::broadcast(|_| run());
         t.len() as f64 * flops / t.iter().copied().fold(0.0, f64::max) / 1e9
@@ -129,10 +145,68 @@ fn main() -> Result<()> {
             "gemm peak ({} kernels, 512^3 SGEMM per thread): 1 thread {:.1} GFLOP/s, \
              {} threads at once {:.1} GFLOP/s",
             ops::gemm_kernels(),
-            gemm_peak(false),
+            gemm_gflops(512, 512, 512, false),
             rayon::current_num_threads(),
-            gemm_peak(true)
+            gemm_gflops(512, 512, 512, true)
         );
+    }
+    // One image's im2col GEMM of each stage's 3x3 convolution (m = pixels, n = Cout,
+    // k = Cin * 9), on one thread (steadier than all threads at once on a shared VM, whose
+    // other vCPU the host takes away now and then): how far from the 1-thread peak our shapes
+    // run, with the
+    // `gemm` crate's packing heuristics (lhs packed for n > 8 * NR, rhs for m > 128 * MR when
+    // it is column-major) and with each operand always packed (thresholds set to 0).
+    for (name, m, n, k) in [
+        ("stage1 1024x16x144", 1024, 16, 144),
+        // the shape of conv_same's GEMMs at stage 1 (one per kernel row, depth Cin * 3; its
+        // real lhs columns are z planes, 1,088 elements apart)
+        ("stage1 same 1024x16x48", 1024, 16, 48),
+        ("stage2 256x32x288", 256, 32, 288),
+        ("stage3 64x64x576", 64, 64, 576),
+        ("stage3 x8 images 512x64x576", 512, 64, 576),
+    ] {
+        if only
+            .as_deref()
+            .is_some_and(|o| format!("gemm {name}").contains(o))
+        {
+            let packed = |lhs: usize, rhs: usize| {
+                gemm::set_lhs_packing_threshold_single_thread(lhs);
+                gemm::set_rhs_packing_threshold(rhs);
+                let r = gemm_gflops(m, n, k, false);
+                gemm::set_lhs_packing_threshold_single_thread(
+                    gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
+                );
+                gemm::set_rhs_packing_threshold(gemm::DEFAULT_RHS_PACKING_THRESHOLD);
+                r
+            };
+            let default = gemm_gflops(m, n, k, false);
+            println!(
+                "gemm {name:<28} GFLOP/s (1 thread): default {default:6.1}  \
+                 pack lhs {:6.1}  pack rhs {:6.1}  pack both {:6.1}",
+                packed(0, gemm::DEFAULT_RHS_PACKING_THRESHOLD),
+                packed(gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD, 0),
+                packed(0, 0),
+            );
+        }
+    }
+    // The same stage-1 GEMMs with the lhs's or the output's columns 16 elements further
+    // apart than 4 KiB (see bench/README.md, "4 KiB strides").
+    for (name, m, n, k) in [
+        ("stage1 1024x16x144", 1024, 16, 144),
+        ("stage1 same 1024x16x48", 1024, 16, 48),
+    ] {
+        if only
+            .as_deref()
+            .is_some_and(|o| format!("gemm {name}").contains(o))
+        {
+            println!(
+                "gemm {name:<28} GFLOP/s (1 thread): lhs ld +16 {:6.1}  output ld +16 {:6.1}  \
+                 both {:6.1}",
+                gemm_gflops_ld(m, n, k, 16, 0, false),
+                gemm_gflops_ld(m, n, k, 0, 16, false),
+                gemm_gflops_ld(m, n, k, 16, 16, false),
+            );
+        }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     // (name, cin, hw, cout, k, stride, pad)

@@ -6,6 +6,7 @@
 //! RAYON_NUM_THREADS=1 cargo bench -p resnet-model --bench throughput
 //! cargo bench -p resnet-model --features cuda --bench throughput -- --device cuda
 //! RESNET_WINOGRAD=1 cargo bench -p resnet-model --bench throughput   # Winograd F(2x2, 3x3) on
+//! RESNET_BENCH_GEMM_PACK=lhs cargo bench -p resnet-model --bench throughput   # see gemm_packing
 //! ```
 //!
 //! - `train`: forward (training mode, batch statistics), cross-entropy, backward and an SGD
@@ -206,10 +207,11 @@ fn report(dev: &Device, model: &ResNetModel, mode: &str, batch: usize, times: &[
     let device = if dev.is_cuda() { " device=cuda" } else { "" };
     println!(
         "RESULT impl=candle-resnet-model{device} mode={mode} batch={batch} threads={} \
-         gemm={} winograd={} images_per_s={images_per_s:.1} gflops={gflops:.1} step_ms={:.1} \
+         gemm={} gemm_pack={} winograd={} images_per_s={images_per_s:.1} gflops={gflops:.1} step_ms={:.1} \
          cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
         rayon::current_num_threads(),
         resnet_model::ops::gemm_kernels(),
+        gemm_packing(),
         u8::from(std::env::var("RESNET_WINOGRAD").is_ok_and(|v| v == "1")),
         1000.0 * median(&mut t),
         1000.0 * cpu / times.len() as f64,
@@ -303,10 +305,30 @@ fn infer(a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// `RESNET_BENCH_GEMM_PACK=lhs|rhs|both`: make the `gemm` crate pack that operand of every
+/// single-threaded GEMM (its heuristics pack the lhs only for `n > 8 * NR` and a column-major
+/// rhs only for `m > 128 * MR`), an experiment on the packing's cost at our shapes. Called
+/// first in `main` (idempotent); returns the setting, for the RESULT line.
+fn gemm_packing() -> String {
+    let v = std::env::var("RESNET_BENCH_GEMM_PACK").unwrap_or_default();
+    if v == "lhs" || v == "both" {
+        gemm::set_lhs_packing_threshold_single_thread(0);
+    }
+    if v == "rhs" || v == "both" {
+        gemm::set_rhs_packing_threshold(0);
+    }
+    if v.is_empty() {
+        "default".into()
+    } else {
+        v
+    }
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--no-tuning") {
         tune::tune_process();
     }
+    gemm_packing();
     let a = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -24,9 +24,14 @@
 //!   trainable [`parameters`](ResNetModel::parameters) kept apart from BatchNorm
 //!   [`buffers`](ResNetModel::buffers), strict `state_dict` loading ([`StateDictError`]),
 //!   safetensors [`save`](ResNetModel::save)/[`load`](ResNetModel::load), and a
-//!   Keras-style [`summary`](ResNetModel::summary).
+//!   Keras-style [`summary`](ResNetModel::summary) (output shapes, parameters and
+//!   mult-adds per layer).
 //! - [`ResNetModel::predict`]: inference without the autograd graph (PyTorch's `no_grad`).
 //! - [`default_device`]: CUDA with the `cuda` feature when a GPU is there, else the CPU.
+//!
+//! Cargo features: `avx512` (default: the `gemm` crate may pick its AVX-512 micro-kernels at
+//! run time; without it the CPU path uses its AVX2 ones everywhere, see
+//! [`ops::gemm_kernels`]), `cuda`, `cudnn`.
 //!
 //! # Numerics
 //!
