@@ -106,26 +106,27 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                     gemm_into(&x[b * g.in_img()..][..g.in_img()], p, yb);
                 }
             } else if nb == 1 {
-                with_scratch(ckk * p, 0, |col, _| {
+                let ld = g.col_ld(1);
+                with_scratch(ckk * ld, 0, |col, _| {
                     // SAFETY: a plain f32 slice viewed as (initialised) MaybeUninit slots.
                     im2col(g, x, 1, unsafe { as_slots(col) });
-                    gemm_into(col, p, y);
+                    gemm_into(col, ld, y);
                 });
             } else {
-                // One GEMM over the whole chunk (m = nb * p) into [cout][nb * p], then
-                // scatter each image's rows into NCHW.
-                let ld = nb * p;
+                // One GEMM over the whole chunk (m = nb * p) into [cout][nb * p] (rows `ld`
+                // apart), then scatter each image's rows into NCHW.
+                let (m, ld) = (nb * p, g.col_ld(nb));
                 with_scratch(ckk * ld, g.cout * ld, |col, tmp| {
                     // SAFETY: a plain f32 slice viewed as (initialised) MaybeUninit slots.
                     im2col(g, x, nb, unsafe { as_slots(col) });
                     let lhs = MatRef {
                         data: col,
-                        rows: ld,
+                        rows: m,
                         cols: ckk,
                         rs: 1,
                         cs: ld,
                     };
-                    sgemm(MatMut::new(tmp, ld, g.cout, 1, ld), false, lhs, wt);
+                    sgemm(MatMut::new(tmp, m, g.cout, 1, ld), false, lhs, wt);
                     for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
                         for (co, row) in yb.chunks_mut(p).enumerate() {
                             for (d, &v) in row.iter_mut().zip(&tmp[co * ld + b * p..][..p]) {
@@ -195,8 +196,8 @@ pub(crate) fn grad_input(g: &ConvGeom, dy: &[f32], w: &[f32]) -> Vec<f32> {
             }
             // SAFETY: just zero-filled.
             let dx = unsafe { assume_init_mut(dx) };
-            with_scratch(ckk * nb * p, 0, |dcol, _| {
-                let ld = nb * p;
+            let ld = g.col_ld(nb);
+            with_scratch(ckk * ld, 0, |dcol, _| {
                 for b in 0..nb {
                     let lhs = MatRef {
                         data: &dy[b * g.out_img()..],
@@ -273,13 +274,14 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 }
                 return;
             }
-            let ld = nb * p;
-            let dy_len = if nb == 1 { 0 } else { nb * g.out_img() };
+            let (m, ld) = (nb * p, g.col_ld(nb));
+            let dy_len = if nb == 1 { 0 } else { g.cout * ld };
             with_scratch(ckk * ld, dy_len, |col, dyt| {
                 // SAFETY: plain f32 storage viewed as slots, only written with values.
                 im2col(g, x, nb, unsafe { as_slots(col) });
-                let dyc: &[f32] = if nb == 1 {
-                    dy
+                // dy's rows: `p` apart in dy itself, `ld` apart in the chunk's copy
+                let (dyc, dy_rs): (&[f32], usize) = if nb == 1 {
+                    (dy, p)
                 } else {
                     // [nb, cout, p] -> [cout, nb*p]
                     for b in 0..nb {
@@ -288,19 +290,19 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                                 .copy_from_slice(&dy[(b * g.cout + co) * p..][..p]);
                         }
                     }
-                    dyt
+                    (dyt, ld)
                 };
                 // dW [cout x ckk] = dy_chunk [cout x nb*p] · col^T [nb*p x ckk]
                 let lhs = MatRef {
                     data: dyc,
                     rows: g.cout,
-                    cols: ld,
-                    rs: ld,
+                    cols: m,
+                    rs: dy_rs,
                     cs: 1,
                 };
                 let rhs = MatRef {
                     data: col,
-                    rows: ld,
+                    rows: m,
                     cols: ckk,
                     rs: 1,
                     cs: ld,

@@ -52,25 +52,26 @@ pub(crate) fn backward(
         .for_each(|((dxc, dyc), (xc, dwp))| {
             let dwp = zeroed(dwp);
             let nb = dxc.len() / g.in_img();
-            let ld = nb * p;
+            let (m, ld) = (nb * p, gt.col_ld(nb));
             let tmp_len = if nb == 1 { 0 } else { 2 * cin * ld };
             with_scratch(ckk * ld, tmp_len, |col, tmp| {
                 // SAFETY: plain f32 storage viewed as slots, only written with values.
                 im2col(&gt, dyc, nb, unsafe { as_slots(col) });
                 let lhs = MatRef {
                     data: col,
-                    rows: ld,
+                    rows: m,
                     cols: ckk,
                     rs: 1,
                     cs: ld,
                 };
-                let xs: &[f32] = if nb == 1 {
+                // x's rows: `p` apart in x itself, `ld` apart in the chunk's copy
+                let (xs, x_rs): (&[f32], usize) = if nb == 1 {
                     // dx^T [p x cin] = col^T [p x ckk] · W'^T [ckk x cin]
                     sgemm(MatMut::uninit(dxc, p, cin, 1, p), false, lhs, wtm);
-                    xc
+                    (xc, p)
                 } else {
                     let (dxt, xcat) = tmp.split_at_mut(cin * ld);
-                    sgemm(MatMut::new(dxt, ld, cin, 1, ld), false, lhs, wtm);
+                    sgemm(MatMut::new(dxt, m, cin, 1, ld), false, lhs, wtm);
                     for (b, (dxb, xb)) in dxc
                         .chunks_mut(g.in_img())
                         .zip(xc.chunks(g.in_img()))
@@ -84,19 +85,19 @@ pub(crate) fn backward(
                             xcat[ci * ld + b * p..][..p].copy_from_slice(&xb[ci * p..(ci + 1) * p]);
                         }
                     }
-                    xcat
+                    (xcat, ld)
                 };
-                // dW'^T-layout partial [ckk][cin]: dst (cin x ckk) = x [cin x ld] · col^T [ld x ckk]
+                // dW'^T-layout partial [ckk][cin]: dst (cin x ckk) = x [cin x m] · col^T [m x ckk]
                 let xm = MatRef {
                     data: xs,
                     rows: cin,
-                    cols: ld,
-                    rs: ld,
+                    cols: m,
+                    rs: x_rs,
                     cs: 1,
                 };
                 let colt = MatRef {
                     data: col,
-                    rows: ld,
+                    rows: m,
                     cols: ckk,
                     rs: 1,
                     cs: ld,

@@ -89,6 +89,21 @@ impl ConvGeom {
         (COL_BUDGET / (self.ckk() * self.p()).max(1)).clamp(1, self.n.max(1))
     }
 
+    /// Row stride of the column matrix of `nb` images (its rows hold `nb * p` values):
+    /// `nb * p`, plus 16 when that is a multiple of 256 elements. Without the padding the
+    /// rows of a 32x32 plane's column matrix start exactly 4 KiB apart, so the GEMM, which
+    /// reads the matrix in place, finds one micro-panel's values all in the same L1 sets:
+    /// the `gemm` crate's AVX2 kernels ran at half speed there (bench/README.md, "4 KiB
+    /// strides"). The padding slots are never read or written.
+    pub(crate) fn col_ld(&self, nb: usize) -> usize {
+        let m = nb * self.p();
+        if m.is_multiple_of(256) {
+            m + 16
+        } else {
+            m
+        }
+    }
+
     /// Range `lo..hi` of output columns `ow` whose input column `ow*s + kw - pad` lies inside
     /// `0..len` (the same formula serves rows).
     fn valid(&self, kw: usize, len: usize, out: usize) -> (usize, usize) {
@@ -108,11 +123,12 @@ impl ConvGeom {
 }
 
 multiversion! {
-/// Writes the column matrix of the `nb` images in `x` (`[nb, cin, h, w]`) into `col`
-/// (`ckk * nb * p` slots), overwriting every slot.
+/// Writes the column matrix of the `nb` images in `x` (`[nb, cin, h, w]`) into `col`:
+/// `ckk` rows of `nb * p` values, [`ConvGeom::col_ld`] slots apart (`ckk * col_ld` slots;
+/// every slot of a row's `nb * p` is overwritten, the padding after it is not touched).
 pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<f32>]) {
     let (p, hw, s) = (g.p(), g.h * g.w, g.stride);
-    let ld = nb * p;
+    let ld = g.col_ld(nb);
     debug_assert!(x.len() >= nb * g.in_img() && col.len() >= g.ckk() * ld);
     let zero = MaybeUninit::new(0.0);
     for ci in 0..g.cin {
@@ -121,7 +137,7 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
             for kw in 0..g.k {
                 let (ow_lo, ow_hi) = g.valid(kw, g.w, g.wo);
                 let r = (ci * g.k + kh) * g.k + kw;
-                let row = &mut col[r * ld..(r + 1) * ld];
+                let row = &mut col[r * ld..r * ld + nb * p];
                 for b in 0..nb {
                     let src = &x[(b * g.cin + ci) * hw..][..hw];
                     let dst = &mut row[b * p..(b + 1) * p];
@@ -190,12 +206,12 @@ pub(crate) fn im2col(g: &ConvGeom, x: &[f32], nb: usize, col: &mut [MaybeUninit<
 }
 
 multiversion! {
-/// Adds the column matrix `col` (`ckk * nb * p`) back onto the `nb` images of `dx`
-/// (`[nb, cin, h, w]`), the adjoint of [`im2col`]. Each element of `dx` receives its
+/// Adds the column matrix `col` (laid out as [`im2col`] writes it) back onto the `nb` images
+/// of `dx` (`[nb, cin, h, w]`), the adjoint of [`im2col`]. Each element of `dx` receives its
 /// contributions in a fixed order.
 pub(crate) fn col2im(g: &ConvGeom, col: &[f32], nb: usize, dx: &mut [f32]) {
     let (p, hw, s) = (g.p(), g.h * g.w, g.stride);
-    let ld = nb * p;
+    let ld = g.col_ld(nb);
     debug_assert!(dx.len() >= nb * g.in_img() && col.len() >= g.ckk() * ld);
     for b in 0..nb {
         for ci in 0..g.cin {
