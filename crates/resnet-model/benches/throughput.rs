@@ -53,6 +53,8 @@ struct Args {
     iters: usize,
     profile: bool,
     device: String,
+    /// What `gemm_packing` set, for the RESULT line.
+    gemm_pack: String,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -65,6 +67,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         iters: 10,
         profile: false,
         device: "cpu".into(),
+        gemm_pack: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -199,7 +202,13 @@ fn flops_per_image(model: &ResNetModel, mode: &str) -> f64 {
 }
 
 /// Prints the RESULT line; `cpu` is the CPU time of the measured steps (all threads).
-fn report(dev: &Device, model: &ResNetModel, mode: &str, batch: usize, times: &[f64], cpu: f64) {
+fn report(dev: &Device, model: &ResNetModel, a: &Args, mode: &str, times: &[f64], cpu: f64) {
+    let batch = if mode == "train" {
+        a.train_batch
+    } else {
+        a.infer_batch
+    };
+    let gemm_pack = &a.gemm_pack;
     let total: f64 = times.iter().sum();
     let images_per_s = (batch * times.len()) as f64 / total;
     let gflops = images_per_s * flops_per_image(model, mode) / 1e9;
@@ -211,8 +220,8 @@ fn report(dev: &Device, model: &ResNetModel, mode: &str, batch: usize, times: &[
          cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
         rayon::current_num_threads(),
         resnet_model::ops::gemm_kernels(),
-        gemm_packing(),
-        u8::from(std::env::var("RESNET_WINOGRAD").is_ok_and(|v| v == "1")),
+        gemm_pack,
+        u8::from(resnet_model::ops::winograd_active()),
         1000.0 * median(&mut t),
         1000.0 * cpu / times.len() as f64,
         peak_rss_mib()
@@ -256,14 +265,7 @@ fn train(a: &Args) -> Result<()> {
             candle_core::bail!("loss is not finite at step {i}");
         }
     }
-    report(
-        &dev,
-        &model,
-        "train",
-        a.train_batch,
-        &times,
-        cpu_seconds() - cpu0,
-    );
+    report(&dev, &model, a, "train", &times, cpu_seconds() - cpu0);
     if a.profile {
         println!(
             "PROFILE forward_ms={:.1} backward_ms={:.1} update_ms={:.1}",
@@ -294,21 +296,14 @@ fn infer(a: &Args) -> Result<()> {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    report(
-        &dev,
-        &model,
-        "infer",
-        a.infer_batch,
-        &times,
-        cpu_seconds() - cpu0,
-    );
+    report(&dev, &model, a, "infer", &times, cpu_seconds() - cpu0);
     Ok(())
 }
 
 /// `RESNET_BENCH_GEMM_PACK=lhs|rhs|both`: make the `gemm` crate pack that operand of every
 /// single-threaded GEMM (its heuristics pack the lhs only for `n > 8 * NR` and a column-major
 /// rhs only for `m > 128 * MR`), an experiment on the packing's cost at our shapes. Called
-/// first in `main` (idempotent); returns the setting, for the RESULT line.
+/// once in `main`; returns the setting, for the RESULT line.
 fn gemm_packing() -> String {
     let v = std::env::var("RESNET_BENCH_GEMM_PACK").unwrap_or_default();
     if v == "lhs" || v == "both" {
@@ -328,9 +323,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--no-tuning") {
         tune::tune_process();
     }
-    gemm_packing();
+    let gemm_pack = gemm_packing();
     let a = match parse_args() {
-        Ok(a) => a,
+        Ok(a) => Args { gemm_pack, ..a },
         Err(e) => {
             eprintln!("throughput: {e}");
             std::process::exit(2);

@@ -155,6 +155,12 @@ pub fn gemm_kernels() -> &'static str {
     gemm::kernels()
 }
 
+/// Whether this module's 3x3 stride-1 convolutions take the Winograd path on the current
+/// thread ([`with_winograd`], else the process default from `RESNET_WINOGRAD=1`).
+pub fn winograd_active() -> bool {
+    storage::winograd_on()
+}
+
 /// Whether the current thread is inside [`with_reference_ops`] (this module's ops run their
 /// `_slow` twins).
 pub fn reference_ops_active() -> bool {
