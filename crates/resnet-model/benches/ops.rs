@@ -58,21 +58,25 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// `pad_a` / `pad_c` add that many elements to the column stride of the lhs / the output
 /// (`m` otherwise): at `m = 1024` every column starts 4 KiB after the previous one.
 fn gemm_gflops(m: usize, n: usize, k: usize, all_threads: bool) -> f64 {
-    gemm_gflops_ld(m, n, k, 0, 0, all_threads)
+    gemm_gflops_ld(m, n, k, 0, 0, false, all_threads)
 }
 
+/// `lhs_rows`: the lhs is row-major instead (rows `k` elements apart, unit column stride),
+/// as a weight gradient's `[channels x pixels]` operand is in NCHW memory.
 fn gemm_gflops_ld(
     m: usize,
     n: usize,
     k: usize,
     pad_a: usize,
     pad_c: usize,
+    lhs_rows: bool,
     all_threads: bool,
 ) -> f64 {
     let reps = (2e8 / (2 * m * n * k) as f64).ceil() as usize;
-    let (lda, ldc) = (m + pad_a, m + pad_c);
+    let (lda, ldc) = (if lhs_rows { k } else { m } + pad_a, m + pad_c);
+    let (lhs_cs, lhs_rs) = if lhs_rows { (1, lda) } else { (lda, 1) };
     let run = || -> f64 {
-        let a = vec![1.0f32; lda * k];
+        let a = vec![1.0f32; lda * if lhs_rows { m } else { k }];
         let b = vec![0.5f32; k * n];
         let mut c = vec![0.0f32; ldc * n];
         let mut best = f64::INFINITY;
@@ -91,8 +95,8 @@ fn gemm_gflops_ld(
                         1,
                         false,
                         a.as_ptr(),
-                        lda as isize,
-                        1,
+                        lhs_cs as isize,
+                        lhs_rs as isize,
                         b.as_ptr(),
                         k as isize,
                         1,
@@ -193,11 +197,34 @@ fn main() -> Result<()> {
                 println!(
                     "gemm {name:<28} GFLOP/s (1 thread): lhs ld +16 {:6.1}  \
                      output ld +16 {:6.1}  both {:6.1}",
-                    gemm_gflops_ld(m, n, k, 16, 0, false),
-                    gemm_gflops_ld(m, n, k, 0, 16, false),
-                    gemm_gflops_ld(m, n, k, 16, 16, false),
+                    gemm_gflops_ld(m, n, k, 16, 0, false, false),
+                    gemm_gflops_ld(m, n, k, 0, 16, false, false),
+                    gemm_gflops_ld(m, n, k, 16, 16, false, false),
                 );
             }
+        }
+    }
+    // Weight-gradient GEMMs: dW [channels x taps] = [channels x pixels] · [pixels x taps],
+    // reduced over pixels. In NCHW memory the [channels x pixels] operand is row-major; the
+    // kernels hand it over transposed (ops/conv_util.rs, `transpose_into`), which the `gemm`
+    // crate reads in place instead of repacking it with strided loads.
+    for (name, m, n, k) in [
+        ("wgrad stage1 same 16x48x1024", 16, 48, 1024),
+        ("wgrad stage1 im2col 16x144x1024", 16, 144, 1024),
+        ("wgrad stage2 same 32x96x256", 32, 96, 256),
+        ("wgrad stage2 s2 32x144x1024", 32, 144, 1024),
+        ("wgrad stage3 64x576x256", 64, 576, 256),
+        ("wgrad stage3 s2 64x288x512", 64, 288, 512),
+    ] {
+        if only
+            .as_deref()
+            .is_some_and(|o| format!("gemm {name}").contains(o))
+        {
+            println!(
+                "gemm {name:<31} GFLOP/s (1 thread): lhs row-major {:6.1}  transposed {:6.1}",
+                gemm_gflops_ld(m, n, k, 0, 0, true, false),
+                gemm_gflops_ld(m, n, k, 0, 0, false, false),
+            );
         }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(0);

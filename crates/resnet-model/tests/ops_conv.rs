@@ -35,6 +35,9 @@ const CASES: &[Case] = &[
     (1, 32, 17, 19, 16, 3, 1, 1),
     (2, 8, 16, 17, 6, 5, 1, 2),
     (2, 32, 16, 18, 8, 5, 1, 2),
+    // the "same" backward with 16 input channels on a plane that is not a multiple of 8
+    // pixels (the weight gradient's transpose of x without whole 8 x 8 tiles)
+    (2, 16, 17, 17, 8, 3, 1, 1),
     // Winograd F(2x2, 3x3) (ops/winograd.rs: 3x3, stride 1, padding 1, >= 8 channels):
     // odd and tiny planes (partial tiles), unequal channels, several images per chunk
     (2, 8, 1, 1, 8, 3, 1, 1),

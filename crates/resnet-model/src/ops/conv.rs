@@ -9,7 +9,7 @@
 use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv_util::{as_slots, sum_partials, transpose, transposed, zeroed};
+use super::conv_util::{as_slots, sum_partials, transpose, transpose_into, transposed, zeroed};
 use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
@@ -254,51 +254,51 @@ pub(crate) fn grad_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let nb = x.len() / g.in_img();
             if g.is_pointwise() {
                 // col(x_b) is x_b itself: accumulate one GEMM per image, in image order.
-                for b in 0..nb {
-                    // dW_b [cout x cin] = dy_b [cout x p] · x_b^T [p x cin]
-                    let lhs = MatRef {
-                        data: &dy[b * g.out_img()..],
-                        rows: g.cout,
-                        cols: p,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let rhs = MatRef {
-                        data: &x[b * g.in_img()..],
-                        rows: p,
-                        cols: ckk,
-                        rs: 1,
-                        cs: p,
-                    };
-                    sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), b > 0, lhs, rhs);
-                }
+                with_scratch(g.cout * p, 0, |dyt, _| {
+                    for b in 0..nb {
+                        // dW_b [cout x cin] = dy_b [cout x p] · x_b^T [p x cin], dy_b read
+                        // from its transpose (unit row stride: the GEMM does not repack it)
+                        transpose_into(&dy[b * g.out_img()..], g.cout, p, dyt);
+                        let lhs = MatRef {
+                            data: dyt,
+                            rows: g.cout,
+                            cols: p,
+                            rs: 1,
+                            cs: g.cout,
+                        };
+                        let rhs = MatRef {
+                            data: &x[b * g.in_img()..],
+                            rows: p,
+                            cols: ckk,
+                            rs: 1,
+                            cs: p,
+                        };
+                        sgemm(MatMut::new(dw, g.cout, ckk, 1, g.cout), b > 0, lhs, rhs);
+                    }
+                });
                 return;
             }
             let (m, ld) = (nb * p, g.col_ld(nb));
-            let dy_len = if nb == 1 { 0 } else { g.cout * ld };
-            with_scratch(ckk * ld, dy_len, |col, dyt| {
+            with_scratch(ckk * ld, g.cout * m, |col, dyt| {
                 // SAFETY: plain f32 storage viewed as slots, only written with values.
                 im2col(g, x, nb, unsafe { as_slots(col) });
-                // dy's rows: `p` apart in dy itself, `ld` apart in the chunk's copy
-                let (dyc, dy_rs): (&[f32], usize) = if nb == 1 {
-                    (dy, p)
-                } else {
-                    // [nb, cout, p] -> [cout, nb*p]
-                    for b in 0..nb {
-                        for co in 0..g.cout {
-                            dyt[co * ld + b * p..][..p]
-                                .copy_from_slice(&dy[(b * g.cout + co) * p..][..p]);
-                        }
-                    }
-                    (dyt, ld)
-                };
+                // dy^T [nb*p x cout]: [nb, cout, p] -> [nb, p, cout], so that the GEMM reads
+                // the chunk's dy with unit row stride instead of repacking it
+                for b in 0..nb {
+                    transpose_into(
+                        &dy[b * g.out_img()..],
+                        g.cout,
+                        p,
+                        &mut dyt[b * p * g.cout..],
+                    );
+                }
                 // dW [cout x ckk] = dy_chunk [cout x nb*p] · col^T [nb*p x ckk]
                 let lhs = MatRef {
-                    data: dyc,
+                    data: dyt,
                     rows: g.cout,
                     cols: m,
-                    rs: dy_rs,
-                    cs: 1,
+                    rs: 1,
+                    cs: g.cout,
                 };
                 let rhs = MatRef {
                     data: col,

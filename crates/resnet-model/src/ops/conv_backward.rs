@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::conv_util::{as_slots, sum_partials, transposed, zeroed};
+use super::conv_util::{as_slots, sum_partials, transpose_into, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{im2col, ConvGeom};
 use super::storage::{with_scratch, Uninit};
@@ -53,7 +53,8 @@ pub(crate) fn backward(
             let dwp = zeroed(dwp);
             let nb = dxc.len() / g.in_img();
             let (m, ld) = (nb * p, gt.col_ld(nb));
-            let tmp_len = if nb == 1 { 0 } else { 2 * cin * ld };
+            // x^T [m x cin] for the weight gradient, and dx^T [m x cin] when nb > 1
+            let tmp_len = if nb == 1 { cin * m } else { cin * (ld + m) };
             with_scratch(ckk * ld, tmp_len, |col, tmp| {
                 // SAFETY: plain f32 storage viewed as slots, only written with values.
                 im2col(&gt, dyc, nb, unsafe { as_slots(col) });
@@ -64,13 +65,13 @@ pub(crate) fn backward(
                     rs: 1,
                     cs: ld,
                 };
-                // x's rows: `p` apart in x itself, `ld` apart in the chunk's copy
-                let (xs, x_rs): (&[f32], usize) = if nb == 1 {
+                let xt = if nb == 1 {
                     // dx^T [p x cin] = col^T [p x ckk] · W'^T [ckk x cin]
                     sgemm(MatMut::uninit(dxc, p, cin, 1, p), false, lhs, wtm);
-                    (xc, p)
+                    transpose_into(xc, cin, p, tmp);
+                    &*tmp
                 } else {
-                    let (dxt, xcat) = tmp.split_at_mut(cin * ld);
+                    let (dxt, xt) = tmp.split_at_mut(cin * ld);
                     sgemm(MatMut::new(dxt, m, cin, 1, ld), false, lhs, wtm);
                     for (b, (dxb, xb)) in dxc
                         .chunks_mut(g.in_img())
@@ -82,18 +83,19 @@ pub(crate) fn backward(
                             for (d, &v) in dxb[ci * p..(ci + 1) * p].iter_mut().zip(src) {
                                 d.write(v);
                             }
-                            xcat[ci * ld + b * p..][..p].copy_from_slice(&xb[ci * p..(ci + 1) * p]);
                         }
+                        transpose_into(xb, cin, p, &mut xt[b * p * cin..]);
                     }
-                    (xcat, ld)
+                    &*xt
                 };
-                // dW'^T-layout partial [ckk][cin]: dst (cin x ckk) = x [cin x m] · col^T [m x ckk]
+                // dW'^T-layout partial [ckk][cin]: dst (cin x ckk) = x [cin x m] · col^T [m x
+                // ckk], x read from its transpose (unit row stride: the GEMM does not repack it)
                 let xm = MatRef {
-                    data: xs,
+                    data: xt,
                     rows: cin,
                     cols: m,
-                    rs: x_rs,
-                    cs: 1,
+                    rs: 1,
+                    cs: cin,
                 };
                 let colt = MatRef {
                     data: col,

@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::conv_util::{sum_partials, transposed, zeroed};
+use super::conv_util::{sum_partials, transpose_into, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::ConvGeom;
 use super::storage::{assume_init_mut, with_scratch, Uninit};
@@ -30,12 +30,13 @@ const MIN_PIXELS: usize = 256;
 /// Input channels below which the GEMM depth `Cin * K` is too shallow (the 3-channel stem).
 const MIN_CHANNELS: usize = 8;
 
-/// Input channels from which the fused backward also takes this path. With fewer, its
-/// weight gradient (three GEMMs of `Cin` rows per image instead of one over the im2col) is
-/// slower than the im2col backward; measured per op with `cargo bench -p resnet-model
-/// --bench ops` on the 2-core reference machine: 16 channels at 32x32 ~10% slower, 32 at
-/// 16x16 ~5% faster.
-const MIN_BACKWARD_CHANNELS: usize = 32;
+/// Input channels from which the fused backward also takes this path. Its weight gradient
+/// runs three GEMMs of `Cin` rows per image (one per tap row) instead of one over the
+/// im2col; with `x` handed over transposed (unit row stride, see
+/// [`super::conv_util::transpose_into`]) those run at the GEMM's full speed from 16
+/// channels on (stage 1 at 32x32: ~110 GFLOP/s per core against ~60 when the `gemm` crate
+/// repacked the row-major `x` itself, which had made this path ~10% slower there).
+const MIN_BACKWARD_CHANNELS: usize = 16;
 
 /// `true` when the fused backward of `g` should take this path (see [`backward`]).
 pub(crate) fn applies_backward(g: &ConvGeom) -> bool {
@@ -186,16 +187,18 @@ pub(crate) fn backward(
         )
         .for_each(|((dxb, dyb), (xb, dwp))| {
             let dwp = zeroed(dwp);
-            with_scratch(z_len(&gt), 0, |z, _| {
+            with_scratch(z_len(&gt), cin * p, |z, xt| {
                 build_z(&gt, dyb, z);
                 gemm_rows(&gt, z, &wr, dxb);
-                // partial[kh'][(co, kw')][ci] = Σ_p x[ci, p] · z_kh'(dy)[(co, kw'), p]
+                // partial[kh'][(co, kw')][ci] = Σ_p x[ci, p] · z_kh'(dy)[(co, kw'), p], with x
+                // transposed once so that the three GEMMs read it with unit row stride
+                transpose_into(xb, cin, p, xt);
                 let xm = MatRef {
-                    data: xb,
+                    data: xt,
                     rows: cin,
                     cols: p,
-                    rs: p,
-                    cs: 1,
+                    rs: 1,
+                    cs: cin,
                 };
                 for (kh, dst) in dwp.chunks_mut(ck * cin).enumerate() {
                     let zt = MatRef {
