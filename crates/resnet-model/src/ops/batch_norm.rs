@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 
-use super::channel::{affine, grad_input, grad_sums, mean_var, GradCoef, Masked, Planes};
+use super::channel::{
+    affine, combine_moments, grad_input, grad_sums, mean_var, GradCoef, Masked, PlaneMoments,
+    Planes,
+};
 use super::custom::{custom_op, with_all, CpuOp};
 use super::storage::to_vec;
 
@@ -104,9 +107,45 @@ pub(crate) fn train_forward(
     (affine(p, x, &s.scale, &s.shift, relu), s)
 }
 
+/// [`train_forward`] with the batch statistics combined from the per-plane moments `m` of
+/// `x` (`[n][c]`, e.g. from `conv::forward_stats`): the same bits, one pass fewer.
+pub(crate) fn train_forward_moments(
+    p: Planes,
+    x: &[f32],
+    m: &[PlaneMoments],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, Saved) {
+    let s = train_stats_moments(p, m, gamma, beta, eps);
+    (affine(p, x, &s.scale, &s.shift, relu), s)
+}
+
 /// Batch statistics of `x` and the per-channel affine map they give with `gamma`/`beta`.
 pub(crate) fn train_stats(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Saved {
-    let (mean, var) = mean_var(p, x);
+    saved(p, mean_var(p, x), gamma, beta, eps)
+}
+
+/// [`train_stats`] from the per-plane moments of `x` (see [`train_forward_moments`]).
+pub(crate) fn train_stats_moments(
+    p: Planes,
+    m: &[PlaneMoments],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Saved {
+    saved(p, combine_moments(p, m), gamma, beta, eps)
+}
+
+/// What the forward keeps, from the batch mean and biased variance.
+fn saved(
+    p: Planes,
+    (mean, var): (Vec<f64>, Vec<f64>),
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Saved {
     let mut s = Saved {
         mean: Vec::with_capacity(p.c),
         var: Vec::with_capacity(p.c),

@@ -1,9 +1,9 @@
 //! Per-channel kernels on NCHW data shared by the BatchNorm ops: statistics, the fused
 //! affine (+ ReLU) map, and the two passes of its backward.
 //!
-//! Reductions are parallel over channels; each channel is summed image by image in a fixed
-//! order (16 f32 lanes within a row, f64 across rows), so results do not depend on the
-//! number of threads.
+//! Reductions are parallel over channels or images; each channel is summed image by image
+//! in a fixed order (16 f32 lanes within a row, f64 across rows), so results do not depend
+//! on the number of threads.
 
 use rayon::prelude::*;
 
@@ -65,34 +65,71 @@ multiversion! {
     }
 }
 
-/// Per-channel `(Σ (x - s), Σ (x - s)²)` with the shift `s = x[0, c, 0, 0]`, which keeps the
-/// variance free of cancellation when the mean is large.
-fn shifted_moments(p: Planes, x: &[f32], c: usize) -> (f64, f64, f32) {
-    let shift = if p.per_channel() > 0 {
-        p.plane(x, 0, c)[0]
-    } else {
-        0.0
-    };
-    let (mut s1, mut s2) = (0f64, 0f64);
-    for n in 0..p.n {
-        let (a, q) = row_moments(p.plane(x, n, c), shift);
-        s1 += a;
-        s2 += q;
-    }
-    (s1, s2, shift)
+/// `(Σ (v - s), Σ (v - s)²)` of one plane about its own first value `s`: the pieces the
+/// BatchNorm statistics are combined from ([`combine_moments`]). A shift inside the data
+/// keeps the variance free of cancellation when the mean is large, and one per plane lets a
+/// convolution compute its output's moments image by image while the image is still in
+/// cache (`conv::forward_stats`), with the same bits as [`mean_var`] computes them later.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PlaneMoments {
+    s1: f64,
+    s2: f64,
+    shift: f32,
 }
 
-/// Per-channel batch mean and biased variance, computed in f64.
-pub(crate) fn mean_var(p: Planes, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let m = p.per_channel().max(1) as f64;
+/// The moments of one plane (see [`PlaneMoments`]).
+pub(crate) fn plane_moments(plane: &[f32]) -> PlaneMoments {
+    let shift = plane.first().copied().unwrap_or(0.0);
+    let (s1, s2) = row_moments(plane, shift);
+    PlaneMoments { s1, s2, shift }
+}
+
+/// Writes the moments of the `out.len()` planes of `hw` elements that make up `img`.
+pub(crate) fn image_moments(img: &[f32], hw: usize, out: &mut [PlaneMoments]) {
+    for (c, m) in out.iter_mut().enumerate() {
+        *m = plane_moments(&img[c * hw..][..hw]);
+    }
+}
+
+/// Per-channel batch mean and biased variance (f64) from the moments of every plane
+/// (`[n][c]`), combined image by image in order (Chan et al.'s pairwise update), so the
+/// result does not depend on the number of threads or on who computed the moments.
+pub(crate) fn combine_moments(p: Planes, m: &[PlaneMoments]) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(m.len(), p.n * p.c, "combine_moments: one entry per plane");
+    if p.per_channel() == 0 {
+        return (vec![0.0; p.c], vec![0.0; p.c]);
+    }
+    let (h, total) = (p.hw as f64, p.per_channel() as f64);
     (0..p.c)
-        .into_par_iter()
         .map(|c| {
-            let (s1, s2, shift) = shifted_moments(p, x, c);
-            let d = s1 / m;
-            (f64::from(shift) + d, (s2 / m - d * d).max(0.0))
+            let planes = || m.iter().skip(c).step_by(p.c);
+            let mean = planes()
+                .map(|pm| f64::from(pm.shift) * h + pm.s1)
+                .sum::<f64>()
+                / total;
+            let m2: f64 = planes()
+                .map(|pm| {
+                    let d = pm.s1 / h;
+                    let mu = f64::from(pm.shift) + d;
+                    (pm.s2 - pm.s1 * d) + h * (mu - mean) * (mu - mean)
+                })
+                .sum();
+            (mean, (m2 / total).max(0.0))
         })
         .unzip()
+}
+
+/// Per-channel batch mean and biased variance of `x`, computed in f64 from per-plane
+/// moments (see [`combine_moments`]), parallel over images.
+pub(crate) fn mean_var(p: Planes, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let mut m = vec![PlaneMoments::default(); p.n * p.c];
+    let img = p.c * p.hw;
+    if img > 0 {
+        m.par_chunks_mut(p.c)
+            .zip(x.par_chunks(img))
+            .for_each(|(mi, xi)| image_moments(xi, p.hw, mi));
+    }
+    combine_moments(p, &m)
 }
 
 /// Per-channel `(Σ (x - shift[c]), Σ (x - shift[c])²)`, summed like [`mean_var`] (16 f32
@@ -317,6 +354,45 @@ multiversion! {
             for ((d, &xv), &gv) in dst.iter_mut().zip(x).zip(dy) {
                 d.write(gv * kc + ((xv - ce) * ac + bc));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mean and variance from per-plane moments against a two-pass f64 computation, on data
+    /// whose mean is 10^4 times its spread (cancellation) and whose planes differ in mean
+    /// (the between-image term of the combination), with planes that are not a multiple of
+    /// the 16 lanes long.
+    #[test]
+    fn combined_moments_match_two_pass_f64() {
+        let p = Planes { n: 5, c: 3, hw: 37 };
+        let x: Vec<f32> = (0..p.len())
+            .map(|i| {
+                let (img, c) = (i / (p.c * p.hw), (i / p.hw) % p.c);
+                let noise = ((i * 7919) % 101) as f32 / 101.0 - 0.5;
+                1e4 * (c as f32 + 1.0) + img as f32 * 0.3 + noise
+            })
+            .collect();
+        let (mean, var) = mean_var(p, &x);
+        for c in 0..p.c {
+            let vals: Vec<f64> = (0..p.n)
+                .flat_map(|n| p.plane(&x, n, c).iter().map(|&v| f64::from(v)))
+                .collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let v = vals.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / vals.len() as f64;
+            assert!(
+                (mean[c] - m).abs() <= 1e-9 * m.abs(),
+                "channel {c}: mean {} vs {m}",
+                mean[c]
+            );
+            assert!(
+                (var[c] - v).abs() <= 1e-6 * v,
+                "channel {c}: variance {} vs {v}",
+                var[c]
+            );
         }
     }
 }

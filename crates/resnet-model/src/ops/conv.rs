@@ -9,6 +9,7 @@
 use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::channel::{image_moments, PlaneMoments};
 use super::conv_util::{as_slots, sum_partials, transpose, transpose_into, transposed, zeroed};
 use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
@@ -68,14 +69,34 @@ impl CpuOp<2> for Conv2d {
 
 /// `y[b] = W · col(x[b])` for every image, chunk by chunk.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    forward_impl(g, x, w, false).0
+}
+
+/// [`forward`], plus the moments of every output plane (`[n][cout]`, see
+/// [`PlaneMoments`]) for the BatchNorm that follows, computed right after each image's GEMM
+/// while its output is still in cache: the same bits as `channel::mean_var` on the output
+/// gives, without another pass over it.
+pub(crate) fn forward_stats(g: &ConvGeom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<PlaneMoments>) {
+    forward_impl(g, x, w, true)
+}
+
+fn forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], stats: bool) -> (Vec<f32>, Vec<PlaneMoments>) {
     if winograd::applies(g) {
-        return winograd::forward(g, x, w);
+        let y = winograd::forward(g, x, w);
+        let m = if stats {
+            all_moments(g, &y)
+        } else {
+            Vec::new()
+        };
+        return (y, m);
     }
     if conv_same::applies(g) {
-        return conv_same::forward(g, x, w);
+        return conv_same::forward(g, x, w, stats);
     }
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let mut out = Uninit::new(g.n * g.out_img());
+    // one entry per output plane (a few KiB), only written with `stats`
+    let mut moments = vec![PlaneMoments::default(); g.n * g.cout];
     let wt = MatRef {
         data: w,
         rows: ckk,
@@ -86,7 +107,8 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     out.slots()
         .par_chunks_mut(nb * g.out_img())
         .zip(x.par_chunks(nb * g.in_img()))
-        .for_each(|(y, x)| {
+        .zip(moments.par_chunks_mut(nb * g.cout))
+        .for_each(|((y, x), mom)| {
             let nb = y.len() / g.out_img();
             let gemm_into = |col: &[f32], ld: usize, y: &mut [_]| {
                 for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
@@ -136,9 +158,30 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                     }
                 });
             }
+            if stats {
+                // SAFETY: the whole chunk was written above.
+                let y = unsafe { assume_init_mut(y) };
+                for (yb, mb) in y.chunks(g.out_img()).zip(mom.chunks_mut(g.cout)) {
+                    image_moments(yb, p, mb);
+                }
+            }
         });
+    if !stats {
+        moments = Vec::new();
+    }
     // SAFETY: every output image was written by one GEMM above.
-    unsafe { out.assume_init() }
+    (unsafe { out.assume_init() }, moments)
+}
+
+/// The moments of every plane of the convolution output `y` (a separate pass).
+fn all_moments(g: &ConvGeom, y: &[f32]) -> Vec<PlaneMoments> {
+    let mut m = vec![PlaneMoments::default(); g.n * g.cout];
+    if g.out_img() > 0 {
+        m.par_chunks_mut(g.cout)
+            .zip(y.par_chunks(g.out_img()))
+            .for_each(|(mb, yb)| image_moments(yb, g.p(), mb));
+    }
+    m
 }
 
 /// Gradient w.r.t. the input: `args = (dy, w)`, result shaped like `x`.

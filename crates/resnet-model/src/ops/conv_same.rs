@@ -19,6 +19,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::channel::{image_moments, PlaneMoments};
 use super::conv_util::{sum_partials, transpose_into, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::ConvGeom;
@@ -119,21 +120,36 @@ fn weight_by_row(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `y[b] = Σ_kh z_kh(x[b]) · W_kh` for every image.
-pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// `y[b] = Σ_kh z_kh(x[b]) · W_kh` for every image, and with `stats` the moments of every
+/// output plane (`[n][cout]`; empty without), computed per image right after its GEMMs.
+pub(crate) fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    stats: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     let wr = weight_by_row(g, w);
     let mut out = Uninit::new(g.n * g.out_img());
+    let mut moments = vec![PlaneMoments::default(); g.n * g.cout];
     out.slots()
         .par_chunks_mut(g.out_img())
         .zip(x.par_chunks(g.in_img()))
-        .for_each(|(y, x)| {
+        .zip(moments.par_chunks_mut(g.cout))
+        .for_each(|((y, x), mom)| {
             with_scratch(z_len(g), 0, |z, _| {
                 build_z(g, x, z);
                 gemm_rows(g, z, &wr, y);
             });
+            if stats {
+                // SAFETY: written by the GEMMs above.
+                image_moments(unsafe { assume_init_mut(y) }, g.p(), mom);
+            }
         });
+    if !stats {
+        moments = Vec::new();
+    }
     // SAFETY: every image was written by its first GEMM.
-    unsafe { out.assume_init() }
+    (unsafe { out.assume_init() }, moments)
 }
 
 /// `y^T [p x cout] = Σ_kh z_kh^T [p x cin*k] · W_kh^T [cin*k x cout]` for one image.

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::batch_norm::{train_backward, train_forward, train_stats, Saved};
+use crate::ops::batch_norm::{train_backward, train_forward_moments, train_stats_moments, Saved};
 use crate::ops::channel::{affine_add_relu, Planes};
-use crate::ops::conv::{forward as conv_forward, grad_input, grad_weight};
+use crate::ops::conv::{forward_stats, grad_input, grad_weight};
 use crate::ops::conv_backward;
 use crate::ops::custom::{custom_op, with_all, CpuOp};
 use crate::ops::elementwise::{
@@ -181,15 +181,21 @@ impl CpuOp<3> for BlockTrain {
         let [w1, w2, ws] = split(wp, lens);
         let bnp = |i: usize| &pp[i * co..(i + 1) * co];
 
-        let y1 = conv_forward(&g.conv1, x, w1);
-        let (a1, s1) = train_forward(g.out, &y1, bnp(0), bnp(1), self.eps, true);
-        let y2 = conv_forward(&g.conv2, &a1, w2);
-        let mut bn = vec![s1, train_stats(g.out, &y2, bnp(2), bnp(3), self.eps)];
+        // each convolution hands its BatchNorm the moments of its output planes, computed
+        // while they were in cache (the same bits as the BatchNorm's own statistics pass)
+        let (y1, m1) = forward_stats(&g.conv1, x, w1);
+        let (a1, s1) = train_forward_moments(g.out, &y1, &m1, bnp(0), bnp(1), self.eps, true);
+        let (y2, m2) = forward_stats(&g.conv2, &a1, w2);
+        let mut bn = vec![
+            s1,
+            train_stats_moments(g.out, &m2, bnp(2), bnp(3), self.eps),
+        ];
         let (ys, shortcut) = match (&g.pad, &g.proj) {
             (Some(d), _) => (Vec::new(), Some(subsample_pad(d, x))),
             (None, Some(gp)) => {
-                let ys = conv_forward(gp, x, ws);
-                let (s, st) = train_forward(g.out, &ys, bnp(4), bnp(5), self.eps, false);
+                let (ys, ms) = forward_stats(gp, x, ws);
+                let (s, st) =
+                    train_forward_moments(g.out, &ys, &ms, bnp(4), bnp(5), self.eps, false);
                 bn.push(st);
                 (ys, Some(s))
             }
