@@ -43,24 +43,35 @@ fn lane_sum(l: &[f32; LANES]) -> f64 {
     l.iter().map(|&v| f64::from(v)).sum()
 }
 
+/// `Σ f(row[j])` in 16 f32 lanes (lane `i` takes the elements `j ≡ i mod 16`, in order).
+///
+/// One accumulator per pass on purpose: with two (a sum and a sum of squares) in the same
+/// loop, LLVM's SLP vectoriser paired `a[i]` with `q[i]` into 2-wide vectors built one
+/// element at a time (`vinsertps`), ~4x slower than two passes over the (cached) row.
+#[inline(always)]
+fn lanes(row: &[f32], f: impl Fn(f32) -> f32) -> [f32; LANES] {
+    let mut a = [0f32; LANES];
+    let mut it = row.chunks_exact(LANES);
+    for ch in &mut it {
+        let ch: &[f32; LANES] = ch.try_into().expect("exact chunk");
+        for i in 0..LANES {
+            a[i] += f(ch[i]);
+        }
+    }
+    for (i, &v) in it.remainder().iter().enumerate() {
+        a[i] += f(v);
+    }
+    a
+}
+
 multiversion! {
     /// `(Σ (v - shift), Σ (v - shift)²)` over one row, in 16 f32 lanes summed in f64.
     fn row_moments(row: &[f32], shift: f32) -> (f64, f64) {
-        let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
-        let mut it = row.chunks_exact(LANES);
-        for ch in &mut it {
-            let ch: &[f32; LANES] = ch.try_into().expect("exact chunk");
-            for i in 0..LANES {
-                let d = ch[i] - shift;
-                a[i] += d;
-                q[i] += d * d;
-            }
-        }
-        for (i, &v) in it.remainder().iter().enumerate() {
+        let a = lanes(row, |v| v - shift);
+        let q = lanes(row, |v| {
             let d = v - shift;
-            a[i] += d;
-            q[i] += d * d;
-        }
+            d * d
+        });
         (lane_sum(&a), lane_sum(&q))
     }
 }
