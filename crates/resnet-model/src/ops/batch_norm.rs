@@ -174,13 +174,31 @@ pub(crate) fn train_backward(
     s: &Saved,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mask = Masked {
+    let sums = grad_sums(p, xs, gs, masked(s, relu), &s.mean);
+    train_backward_sums(p, xs, gs, s, relu, sums)
+}
+
+/// The gradient mask of a training-mode BatchNorm (+ ReLU) with the statistics `s`.
+pub(crate) fn masked(s: &Saved, relu: bool) -> Masked<'_> {
+    Masked {
         scale: &s.scale,
         shift: &s.shift,
         relu,
-    };
+    }
+}
+
+/// [`train_backward`] given the per-channel sums `(Σ g, Σ g * (x - mean))` of the masked
+/// gradient (`channel::grad_sums`, or `channel::relu_mask_grad_sums` when `dy` is itself
+/// computed in the same pass).
+pub(crate) fn train_backward_sums(
+    p: Planes,
+    xs: &[f32],
+    gs: &[f32],
+    s: &Saved,
+    relu: bool,
+    (s1, s2): (Vec<f64>, Vec<f64>),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = p.per_channel().max(1) as f64;
-    let (s1, s2) = grad_sums(p, xs, gs, mask, &s.mean);
     let mut a = Vec::with_capacity(p.c);
     let mut b = Vec::with_capacity(p.c);
     let mut dgamma = Vec::with_capacity(p.c);
@@ -197,7 +215,7 @@ pub(crate) fn train_backward(
         b: &b,
     };
     let dbeta: Vec<f32> = s1.iter().map(|&v| v as f32).collect();
-    (grad_input(p, xs, gs, mask, &coef), dgamma, dbeta)
+    (grad_input(p, xs, gs, masked(s, relu), &coef), dgamma, dbeta)
 }
 
 /// `relu?(x * scale[c] + shift[c])` over `(x, scale, shift)`: the eval-mode BatchNorm once

@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-use super::storage::{multiversion, Uninit};
+use super::elementwise::relu_mask_block;
+use super::storage::{assume_init_mut, multiversion, Uninit};
 
 /// Dimensions of an NCHW tensor seen as `n` images of `c` planes of `hw` elements.
 #[derive(Clone, Copy, Debug)]
@@ -288,6 +289,10 @@ multiversion! {
 }
 
 /// Per-channel `(Σ g, Σ g * (x - center[c]))` where `g` is the (masked) gradient.
+///
+/// Parallel over images (each reads its contiguous `[c, hw]` block, which streams better
+/// than one channel's planes scattered across the batch); the per-row sums are then added
+/// per channel in image order, as a serial loop over the images would.
 pub(crate) fn grad_sums(
     p: Planes,
     x: &[f32],
@@ -295,19 +300,81 @@ pub(crate) fn grad_sums(
     m: Masked<'_>,
     center: &[f32],
 ) -> (Vec<f64>, Vec<f64>) {
-    (0..p.c)
-        .into_par_iter()
-        .map(|c| {
-            let (mut s1, mut s2) = (0f64, 0f64);
-            for n in 0..p.n {
-                let (xr, gr) = (p.plane(x, n, c), p.plane(dy, n, c));
-                let (a, q) = row_grad_sums(xr, gr, m.scale[c], m.shift[c], m.relu, center[c]);
-                s1 += a;
-                s2 += q;
-            }
-            (s1, s2)
-        })
-        .unzip()
+    let mut part = vec![(0f64, 0f64); p.n * p.c];
+    let img = p.c * p.hw;
+    if img > 0 {
+        part.par_chunks_mut(p.c)
+            .zip(x.par_chunks(img).zip(dy.par_chunks(img)))
+            .for_each(|(pi, (xi, gi))| image_grad_sums(p, xi, gi, m, center, pi));
+    }
+    sum_in_image_order(p, &part)
+}
+
+/// [`grad_sums`] of the gradient `g = relu_mask(z, dz)` (the backward of a ReLU with output
+/// `z` and output gradient `dz`), which it also returns: each image's `g` is summed right
+/// after it is written, while it is in cache, instead of in a second pass.
+pub(crate) fn relu_mask_grad_sums(
+    p: Planes,
+    x: &[f32],
+    z: &[f32],
+    dz: &[f32],
+    m: Masked<'_>,
+    center: &[f32],
+) -> (Vec<f32>, (Vec<f64>, Vec<f64>)) {
+    let mut g = Uninit::new(p.len());
+    let mut part = vec![(0f64, 0f64); p.n * p.c];
+    let img = p.c * p.hw;
+    if img > 0 {
+        g.slots()
+            .par_chunks_mut(img)
+            .zip(part.par_chunks_mut(p.c))
+            .zip(
+                x.par_chunks(img)
+                    .zip(z.par_chunks(img).zip(dz.par_chunks(img))),
+            )
+            .for_each(|((gi, pi), (xi, (zi, dzi)))| {
+                relu_mask_block(gi, zi, dzi);
+                // SAFETY: written just above.
+                let gi = unsafe { assume_init_mut(gi) };
+                image_grad_sums(p, xi, gi, m, center, pi);
+            });
+    }
+    // SAFETY: every image was written by `relu_mask_block`.
+    (unsafe { g.assume_init() }, sum_in_image_order(p, &part))
+}
+
+/// The per-row sums of one image's planes.
+fn image_grad_sums(
+    p: Planes,
+    xi: &[f32],
+    gi: &[f32],
+    m: Masked<'_>,
+    center: &[f32],
+    out: &mut [(f64, f64)],
+) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let r = c * p.hw..(c + 1) * p.hw;
+        *o = row_grad_sums(
+            &xi[r.clone()],
+            &gi[r],
+            m.scale[c],
+            m.shift[c],
+            m.relu,
+            center[c],
+        );
+    }
+}
+
+/// Per-channel totals of per-row partials `[n][c]`, each channel added in image order.
+fn sum_in_image_order(p: Planes, part: &[(f64, f64)]) -> (Vec<f64>, Vec<f64>) {
+    let (mut s1, mut s2) = (vec![0f64; p.c], vec![0f64; p.c]);
+    for row in part.chunks_exact(p.c.max(1)) {
+        for (c, &(a, q)) in row.iter().enumerate() {
+            s1[c] += a;
+            s2[c] += q;
+        }
+    }
+    (s1, s2)
 }
 
 /// Per-channel coefficients of the input gradient

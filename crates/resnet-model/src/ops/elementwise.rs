@@ -21,7 +21,8 @@ multiversion! {
 }
 
 multiversion! {
-    fn relu_mask_block(d: &mut [MaybeUninit<f32>], z: &[f32], g: &[f32]) {
+    /// `d = g` where `z > 0`, `+0.0` elsewhere: one block of [`relu_mask`].
+    pub(crate) fn relu_mask_block(d: &mut [MaybeUninit<f32>], z: &[f32], g: &[f32]) {
         for ((d, &z), &g) in d.iter_mut().zip(z).zip(g) {
             d.write(if z > 0.0 { g } else { 0.0 });
         }

@@ -15,14 +15,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::batch_norm::{train_backward, train_forward_moments, train_stats_moments, Saved};
-use crate::ops::channel::{affine_add_relu, Planes};
+use crate::ops::batch_norm::{
+    masked, train_backward, train_backward_sums, train_forward_moments, train_stats_moments, Saved,
+};
+use crate::ops::channel::{affine_add_relu, relu_mask_grad_sums, Planes};
 use crate::ops::conv::{forward_stats, grad_input, grad_weight};
 use crate::ops::conv_backward;
 use crate::ops::custom::{custom_op, with_all, CpuOp};
-use crate::ops::elementwise::{
-    relu_mask, subsample_pad, subsample_pad_backward, Dims, SubsamplePad,
-};
+use crate::ops::elementwise::{subsample_pad, subsample_pad_backward, Dims, SubsamplePad};
 use crate::ops::im2col::ConvGeom;
 
 /// The shortcut branch of a fused block.
@@ -229,8 +229,11 @@ impl CpuOp<3> for BlockTrain {
         let grads = with_all(OP, [x, wp, res, dres], |[x, wp, res, dres]| {
             let [w1, w2, ws] = split(wp, lens);
             // the final ReLU, then the two branches of the sum
-            let dz = relu_mask(res, dres);
-            let (dy2, dg2, db2) = train_backward(g.out, &s.y2, &dz, &s.bn[1], false);
+            // (summing bn2's gradient as the mask writes it, image by image)
+            let bn2 = &s.bn[1];
+            let (dz, sums) =
+                relu_mask_grad_sums(g.out, &s.y2, res, dres, masked(bn2, false), &bn2.mean);
+            let (dy2, dg2, db2) = train_backward_sums(g.out, &s.y2, &dz, bn2, false, sums);
             let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
             drop(dy2);
             let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
