@@ -1,8 +1,10 @@
 //! Fused BatchNorm2d (+ optional ReLU) as candle custom ops.
 //!
-//! Training forward: one statistics pass and one normalisation pass over `x`. Backward: one
-//! reduction pass and one input-gradient pass over `(x, dy)`; the ReLU mask is recomputed
-//! from `x` with the forward's arithmetic instead of being stored.
+//! Training forward: one statistics pass and one normalisation pass over `x` (inside the
+//! fused residual block the statistics come from the convolution instead, see
+//! [`train_forward_moments`]). Backward: one reduction pass and one input-gradient pass over
+//! `(x, dy)`; the ReLU mask is recomputed from `x` with the forward's arithmetic instead of
+//! being stored.
 //! Eval mode folds the running statistics into a per-channel affine map.
 
 use std::sync::{Arc, Mutex, PoisonError};
