@@ -95,8 +95,14 @@ fn forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], stats: bool) -> (Vec<f32>, V
     }
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let mut out = Uninit::new(g.n * g.out_img());
-    // one entry per output plane (a few KiB), only written with `stats`
-    let mut moments = vec![PlaneMoments::default(); g.n * g.cout];
+    // with `stats` one entry per output plane, else one placeholder per chunk (unused)
+    let mom_per_chunk = if stats { nb * g.cout } else { 1 };
+    let mom_len = if stats {
+        g.n * g.cout
+    } else {
+        g.n.div_ceil(nb)
+    };
+    let mut moments = vec![PlaneMoments::default(); mom_len];
     let wt = MatRef {
         data: w,
         rows: ckk,
@@ -107,7 +113,7 @@ fn forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], stats: bool) -> (Vec<f32>, V
     out.slots()
         .par_chunks_mut(nb * g.out_img())
         .zip(x.par_chunks(nb * g.in_img()))
-        .zip(moments.par_chunks_mut(nb * g.cout))
+        .zip(moments.par_chunks_mut(mom_per_chunk))
         .for_each(|((y, x), mom)| {
             let nb = y.len() / g.out_img();
             let gemm_into = |col: &[f32], ld: usize, y: &mut [_]| {

@@ -130,11 +130,13 @@ pub(crate) fn forward(
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
     let wr = weight_by_row(g, w);
     let mut out = Uninit::new(g.n * g.out_img());
-    let mut moments = vec![PlaneMoments::default(); g.n * g.cout];
+    // with `stats` one entry per output plane, else one placeholder per image (unused)
+    let per_image = if stats { g.cout } else { 1 };
+    let mut moments = vec![PlaneMoments::default(); g.n * per_image];
     out.slots()
         .par_chunks_mut(g.out_img())
         .zip(x.par_chunks(g.in_img()))
-        .zip(moments.par_chunks_mut(g.cout))
+        .zip(moments.par_chunks_mut(per_image))
         .for_each(|((y, x), mom)| {
             with_scratch(z_len(g), 0, |z, _| {
                 build_z(g, x, z);
