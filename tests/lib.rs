@@ -38,6 +38,19 @@ pub fn real_archive() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// [`install_data`] into `base/real` or `base/synthetic` (whichever [`install_data`] will
+/// install), so that a directory never holds the other kind; returns that directory. Test
+/// binaries call it once (behind a `OnceLock`) and share the dataset between their tests.
+pub fn install_data_under(base: &Path) -> PathBuf {
+    let dir = base.join(if real_archive().is_some() {
+        "real"
+    } else {
+        "synthetic"
+    });
+    install_data(&dir);
+    dir
+}
+
 /// Installs a dataset into `dir`: the real CIFAR-10 from [`real_archive`] when present
 /// (returns `true`), else a synthetic one of the same size (returns `false`). In CI (`CI`
 /// set) a missing archive is a failure, not a silent switch to synthetic data, unless

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use resnet_e2e::{assert_same_checkpoint, command, install_data, real_archive, run, Run};
+use resnet_e2e::{assert_same_checkpoint, command, install_data_under, real_archive, run, Run};
 
 #[path = "../../trainer/tests/common/tensorboard_reader.rs"]
 mod tensorboard_reader;
@@ -26,16 +26,7 @@ fn exe() -> &'static Path {
 /// per-target temporary directory between runs).
 fn shared_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-data");
-        let dir = base.join(if real_archive().is_some() {
-            "real"
-        } else {
-            "synthetic"
-        });
-        install_data(&dir);
-        dir
-    })
+    DIR.get_or_init(|| install_data_under(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-data")))
 }
 
 fn cli(args: &[&str]) -> Run {

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use resnet_e2e::{command, install_data, real_archive, Run};
+use resnet_e2e::{command, install_data_under, Run};
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_resnet-cli"))
@@ -27,16 +27,7 @@ fn exe() -> &'static Path {
 
 fn shared_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mpi-data");
-        let dir = base.join(if real_archive().is_some() {
-            "real"
-        } else {
-            "synthetic"
-        });
-        install_data(&dir);
-        dir
-    })
+    DIR.get_or_init(|| install_data_under(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("mpi-data")))
 }
 
 fn s(p: &Path) -> &str {
