@@ -8,6 +8,15 @@
 #   PEERS="eager compile" bench/compare.sh   # a subset of: eager channels_last compile
 #   OURS_FLAGS=--no-default-features bench/compare.sh   # ours with the AVX2 GEMM kernels only
 #   RESNET_WINOGRAD=1 bench/compare.sh       # ours with the Winograd convolutions
+#   ISA=avx2 bench/compare.sh   # both sides capped at AVX2+FMA: an AVX2 machine, emulated
+#
+# ISA=avx2 on an AVX-512 machine builds ours with --no-default-features (the `gemm` crate's
+# AVX2+FMA kernels; our own kernels use AVX2 at most anyway) and runs PyTorch with
+# ATEN_CPU_CAPABILITY=avx2 (ATen's vectorised kernels and the code inductor generates),
+# ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's JIT convolutions: `jit:avx2` instead of
+# `jit:avx512_core` with ONEDNN_VERBOSE=1) and MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's GEMMs).
+# glibc's memcpy/memset keep their AVX-512 variants on both sides. The cache sizes, clock and
+# memory stay this machine's, so it approximates an AVX2 machine of the same core, no more.
 #
 # Each round runs ours and every PyTorch configuration once (each mode in its own process,
 # so that peak memory is per workload), in an order that rotates from round to round. For
@@ -23,8 +32,17 @@ iters="${ITERS:-10}"
 rounds="${ROUNDS:-3}"
 peers="${PEERS:-eager channels_last compile}"
 read -r -a ours_flags <<< "${OURS_FLAGS:-}"
+isa_cap="${ISA:-native}"
+case "$isa_cap" in
+    native) ;;
+    avx2)
+        ours_flags+=(--no-default-features)
+        export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+        ;;
+    *) echo "ISA must be 'native' or 'avx2', not '$isa_cap'" >&2; exit 2 ;;
+esac
 isa="$(grep -o -w 'avx2\|fma\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | xargs)"
-echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${isa:-no AVX2}), threads: $threads"
+echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${isa:-no AVX2}), threads: $threads, ISA cap: $isa_cap"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 (cd "$root" && cargo bench --quiet -p resnet-model "${ours_flags[@]}" --bench throughput --no-run)
@@ -49,7 +67,8 @@ for r in $(seq 1 "$rounds"); do
         if [ "$who" = ours ]; then ours | tee -a "$out"; else theirs "$who" | tee -a "$out"; fi
     done
 done
-python3 - "$out" <<'PY'
+ISA_CAP="$isa_cap" python3 - "$out" <<'PY'
+import os
 import statistics
 import sys
 
@@ -90,6 +109,7 @@ for mode in ("train", "infer"):
         best_o = max((o for o, _ in pairs), key=lambda kv: f(kv, "images_per_s"))
         best_t = max((t for _, t in pairs), key=lambda kv: f(kv, "images_per_s"))
         print(f"RATIO mode={mode} batch={best_o['batch']} threads={best_o['threads']} "
+              f"isa_cap={os.environ.get('ISA_CAP', 'native')} "
               f"gemm={best_o.get('gemm', '?')} winograd={best_o.get('winograd', '?')} "
               f"peer=pytorch-{best_t.get('version', '?')}-{peer} "
               f"rounds=[{' '.join(f'{x:.2f}' for x in ratios)}] "
@@ -99,5 +119,6 @@ for mode in ("train", "infer"):
               f"ours_gflops={best_o.get('gflops', '?')} "
               f"peak_rss_mib ours={best_o['peak_rss_mib']} peer={best_t['peak_rss_mib']} "
               f"cpu_ms_per_step ours={best_o.get('cpu_ms_per_step')} "
-              f"peer={best_t.get('cpu_ms_per_step')}")
+              f"peer={best_t.get('cpu_ms_per_step')} "
+              f"peer_cpu_capability={best_t.get('cpu_capability', '?')}")
 PY

@@ -13,6 +13,7 @@ Modes (run each in its own process so that the peak-memory figures are separate)
 
 Prints one line per mode, the same format as the Rust benchmark:
   RESULT impl=pytorch-... mode=train batch=128 threads=2 images_per_s=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...
+cpu_capability= is ATen's (and inductor's) vector ISA: AVX512, or AVX2 under ATEN_CPU_CAPABILITY=avx2.
 With --device cuda the model and the batch live on CUDA device 0, every timed step ends with
 torch.cuda.synchronize(), and the line adds device=cuda and peak_gpu_mib (the caching
 allocator's peak). cudnn.benchmark stays at PyTorch's default (off) unless --cudnn-benchmark.
@@ -127,7 +128,8 @@ def run(args):
         f"RESULT impl=pytorch-{torch.__version__}-{layout}-{how}{gpu} mode={args.mode} batch={batch} "
         f"threads={torch.get_num_threads()} images_per_s={batch * len(times) / total:.1f} "
         f"step_ms={1000 * med:.1f} cpu_ms_per_step={1000 * cpu / len(times):.0f} "
-        f"peak_rss_mib={peak_rss_mib():.0f} warmup_s={warmup_s:.1f}",
+        f"peak_rss_mib={peak_rss_mib():.0f} warmup_s={warmup_s:.1f} "
+        f"cpu_capability={torch.backends.cpu.get_cpu_capability()}",
         flush=True,
     )
 

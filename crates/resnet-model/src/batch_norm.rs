@@ -5,6 +5,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use crate::batch_stats::{self, BatchStats};
+use crate::conv::Conv2d;
 use crate::ops;
 
 /// Hyper-parameters of a [`BatchNorm`] (PyTorch's defaults).
@@ -123,6 +124,36 @@ impl BatchNorm {
     /// The running variance `[C]`.
     pub fn running_var(&self) -> &Tensor {
         self.running_var.as_tensor()
+    }
+
+    /// Eval mode after `conv`: `self.forward_t(&conv.forward(x)?, false)`, and with
+    /// `residual` `relu(that + residual)` (this BatchNorm must not have a ReLU of its own
+    /// then), as one op, [`ops::conv2d_batch_norm_eval`]: each output image is normalised
+    /// right after its convolution, without another pass over the output.
+    pub(crate) fn eval_after_conv(
+        &self,
+        conv: &Conv2d,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let after = match (residual, self.cfg.relu) {
+            (Some(r), false) => ops::AfterBatchNorm::AddRelu(r),
+            (Some(r), true) => {
+                let h = self.eval_after_conv(conv, x, None)?;
+                return ops::add_relu(&h, r);
+            }
+            (None, true) => ops::AfterBatchNorm::Relu,
+            (None, false) => ops::AfterBatchNorm::Nothing,
+        };
+        let bn = ops::EvalBatchNorm {
+            weight: &self.weight,
+            bias: &self.bias,
+            running_mean: self.running_mean.as_tensor(),
+            running_var: self.running_var.as_tensor(),
+            eps: self.cfg.eps,
+        };
+        let c = conv.config();
+        ops::conv2d_batch_norm_eval(x, conv.weight(), c.stride, c.padding, &bn, after)
     }
 
     /// Normalizes `x` `[N, C, H, W]`; `train` uses and records batch statistics, computed as

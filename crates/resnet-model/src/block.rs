@@ -14,7 +14,9 @@ use crate::shortcut::{Shortcut, ShortcutLayer};
 ///
 /// In training mode the whole block runs as one op, [`ops::basic_block_train`] (same results
 /// as the layers one by one, with far less autograd bookkeeping), and then updates the
-/// BatchNorms' running statistics; in eval mode the layers run one by one. With a
+/// BatchNorms' running statistics; in eval mode each convolution runs with its BatchNorm
+/// (and the ReLU, or the shortcut's add and the ReLU) as one op,
+/// [`ops::conv2d_batch_norm_eval`]. With a
 /// [`BatchStats`] mode other than [`BatchStats::Local`] (see
 /// [`set_batch_stats`](Self::set_batch_stats)) training mode runs the layers one by one
 /// too.
@@ -153,6 +155,12 @@ impl candle_nn::ModuleT for BasicBlock {
             if let Some(y) = self.forward_fused(x)? {
                 return Ok(y);
             }
+        }
+        if !train {
+            // conv + BatchNorm (+ ReLU, + shortcut + ReLU) as one op per convolution
+            let h = self.bn1.eval_after_conv(&self.conv1, x, None)?;
+            let s = self.shortcut.forward_t(x, false)?;
+            return self.bn2.eval_after_conv(&self.conv2, &h, Some(&s));
         }
         let h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?;
         let h = self.bn2.forward_t(&self.conv2.forward(&h)?, train)?;

@@ -104,7 +104,7 @@ pub use block::BasicBlock;
 pub use config::ResNetConfig;
 pub use conv::{Conv2d, Conv2dConfig};
 pub use device::default_device;
-pub use model::ResNetModel;
+pub use model::{ResNetModel, PREDICT_SUB_BATCH};
 pub use resnet::ResNet;
 pub use shortcut::{Shortcut, ShortcutLayer};
 pub use spec::{TensorKind, TensorSpec};

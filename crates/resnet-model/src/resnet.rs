@@ -123,7 +123,11 @@ impl ResNet {
                 "ResNet input must have shape [N, {IN_CHANNELS}, H, W], got {dims:?}"
             );
         }
-        let mut h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?;
+        let mut h = if train {
+            self.bn1.forward_t(&self.conv1.forward(x)?, train)?
+        } else {
+            self.bn1.eval_after_conv(&self.conv1, x, None)?
+        };
         for block in self.stages.iter().flatten() {
             h = block.forward_t(&h, train)?;
         }

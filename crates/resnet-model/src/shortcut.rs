@@ -116,6 +116,7 @@ impl ShortcutLayer {
         match self {
             Self::Identity => Ok(x.clone()),
             Self::SubsamplePad { out_channels } => ops::subsample_pad(x, *out_channels),
+            Self::Projection { conv, bn } if !train => bn.eval_after_conv(conv, x, None),
             Self::Projection { conv, bn } => bn.forward_t(&conv.forward(x)?, train),
         }
     }

@@ -163,3 +163,46 @@ fn predict_equals_eval_forward_and_records_no_graph() {
         assert!(grads.get(w.as_tensor()).is_some());
     }
 }
+
+/// A batch larger than `PREDICT_SUB_BATCH` goes through the network in sub-batches: the
+/// logits are those of one eval pass over the whole batch, bit for bit for the full
+/// sub-batches and up to the last bits for a shorter last one (candle's matmul in the final
+/// linear layer picks its kernels by the number of rows).
+#[test]
+fn predict_in_sub_batches_equals_one_eval_pass() {
+    let cfg = ResNetConfig::with_depth(8).with_shortcut(Shortcut::Projection);
+    let model = ResNetModel::new(&cfg, &Device::Cpu, 12).unwrap();
+    model.forward_t(&batch(4), true).unwrap();
+    let sub = resnet_model::PREDICT_SUB_BATCH;
+    let n = 2 * sub + 21;
+    let x = batch(n);
+    let pred = model.predict(&x).unwrap();
+    assert_eq!(pred.dims(), [n, 10]);
+    assert!(!pred.track_op());
+    let whole = model.forward_t(&x, false).unwrap();
+    let (p, w) = (
+        pred.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        whole.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = p
+        .iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-6 * max,
+        "sub-batches differ by {worst} (max |logit| {max})"
+    );
+    // the full sub-batches match their rows of the single pass bit for bit
+    assert_eq!(p[..2 * sub * 10], w[..2 * sub * 10]);
+    // a sub-batch equal to the whole batch: bit for bit
+    let x = batch(sub);
+    let (a, b) = (
+        model.predict(&x).unwrap(),
+        model.forward_t(&x, false).unwrap(),
+    );
+    assert_eq!(
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+}

@@ -248,6 +248,59 @@ multiversion! {
     }
 }
 
+/// An eval-mode BatchNorm folded into one per-channel affine map, applied in place to a
+/// convolution's output image right after its GEMMs (see `conv::forward_affine`): `y =
+/// relu?(y * scale[c] + shift[c])`, or with `residual` (the image's shortcut, same shape)
+/// `y = relu(y * scale[c] + shift[c] + residual)`. The arithmetic is that of [`affine`] and
+/// [`affine_add_relu`], so the bits are those of the separate passes.
+#[derive(Clone, Copy)]
+pub(crate) struct AffineEpilogue<'a> {
+    pub(crate) scale: &'a [f32],
+    pub(crate) shift: &'a [f32],
+    /// ReLU after the affine map (always applied when `residual` is set).
+    pub(crate) relu: bool,
+    /// The residual for every image, `[n, c, h, w]` like the output.
+    pub(crate) residual: Option<&'a [f32]>,
+}
+
+impl AffineEpilogue<'_> {
+    /// Applies the map to output image `b` (`img`: its `scale.len()` planes of `hw`).
+    pub(crate) fn apply(&self, img: &mut [f32], b: usize, hw: usize) {
+        let c = self.scale.len();
+        for (ch, plane) in img.chunks_mut(hw).enumerate().take(c) {
+            let (sc, sh) = (self.scale[ch], self.shift[ch]);
+            match self.residual {
+                Some(r) => affine_add_relu_in_place(plane, &r[(b * c + ch) * hw..][..hw], sc, sh),
+                None => affine_in_place(plane, sc, sh, self.relu),
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`affine_plane`] in place.
+    fn affine_in_place(y: &mut [f32], scale: f32, shift: f32, relu: bool) {
+        if relu {
+            for v in y.iter_mut() {
+                *v = (*v * scale + shift).max(0.0);
+            }
+        } else {
+            for v in y.iter_mut() {
+                *v = *v * scale + shift;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`affine_add_relu_plane`] in place.
+    fn affine_add_relu_in_place(y: &mut [f32], res: &[f32], scale: f32, shift: f32) {
+        for (v, &r) in y.iter_mut().zip(res) {
+            *v = (*v * scale + shift + r).max(0.0);
+        }
+    }
+}
+
 /// The gradient reaching the affine map: `dy`, masked by `x * scale + shift > 0` when the
 /// forward applied a ReLU (same arithmetic as the forward, so the same mask).
 #[derive(Clone, Copy)]

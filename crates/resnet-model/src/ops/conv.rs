@@ -9,7 +9,7 @@
 use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::channel::{image_moments, PlaneMoments};
+use super::channel::{image_moments, AffineEpilogue, PlaneMoments};
 use super::conv_util::{as_slots, sum_partials, transpose, transpose_into, transposed, zeroed};
 use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
@@ -69,7 +69,48 @@ impl CpuOp<2> for Conv2d {
 
 /// `y[b] = W · col(x[b])` for every image, chunk by chunk.
 pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    forward_impl(g, x, w, false).0
+    forward_impl(g, x, w, Epilogue::None).0
+}
+
+/// What the forward does to each output image right after its GEMMs, while the image is
+/// still in cache.
+#[derive(Clone, Copy)]
+pub(crate) enum Epilogue<'a> {
+    /// Nothing.
+    None,
+    /// The moments of every output plane, for a training-mode BatchNorm ([`forward_stats`]).
+    Moments,
+    /// An eval-mode BatchNorm's affine map, then a residual add and/or a ReLU, in place
+    /// ([`forward_affine`]).
+    Affine(AffineEpilogue<'a>),
+}
+
+impl Epilogue<'_> {
+    fn stats(&self) -> bool {
+        matches!(self, Self::Moments)
+    }
+
+    /// Finishes output image `b` (`y`, `[cout, p]`); `mom` is its `cout` moments with
+    /// [`Self::Moments`].
+    pub(crate) fn finish(&self, g: &ConvGeom, y: &mut [f32], b: usize, mom: &mut [PlaneMoments]) {
+        match self {
+            Self::None => {}
+            Self::Moments => image_moments(y, g.p(), mom),
+            Self::Affine(a) => a.apply(y, b, g.p()),
+        }
+    }
+}
+
+/// [`forward`], then `a` applied in place to each output image right after its GEMMs: an
+/// eval-mode BatchNorm (+ ReLU, or + residual + ReLU) without another pass over the output,
+/// with the same bits as the separate passes.
+pub(crate) fn forward_affine(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    a: AffineEpilogue<'_>,
+) -> Vec<f32> {
+    forward_impl(g, x, w, Epilogue::Affine(a)).0
 }
 
 /// [`forward`], plus the moments of every output plane (`[n][cout]`, see
@@ -77,21 +118,34 @@ pub(crate) fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// while its output is still in cache: the same bits as `channel::mean_var` on the output
 /// gives, without another pass over it.
 pub(crate) fn forward_stats(g: &ConvGeom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<PlaneMoments>) {
-    forward_impl(g, x, w, true)
+    forward_impl(g, x, w, Epilogue::Moments)
 }
 
-fn forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], stats: bool) -> (Vec<f32>, Vec<PlaneMoments>) {
+fn forward_impl(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    ep: Epilogue<'_>,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
+    let stats = ep.stats();
     if winograd::applies(g) {
-        let y = winograd::forward(g, x, w);
-        let m = if stats {
-            all_moments(g, &y)
-        } else {
-            Vec::new()
+        let mut y = winograd::forward(g, x, w);
+        let m = match ep {
+            Epilogue::None => Vec::new(),
+            Epilogue::Moments => all_moments(g, &y),
+            Epilogue::Affine(a) => {
+                if g.out_img() > 0 {
+                    y.par_chunks_mut(g.out_img())
+                        .enumerate()
+                        .for_each(|(b, yb)| a.apply(yb, b, g.p()));
+                }
+                Vec::new()
+            }
         };
         return (y, m);
     }
     if conv_same::applies(g) {
-        return conv_same::forward(g, x, w, stats);
+        return conv_same::forward(g, x, w, ep);
     }
     let (p, ckk, nb) = (g.p(), g.ckk(), g.chunk());
     let mut out = Uninit::new(g.n * g.out_img());
@@ -114,7 +168,9 @@ fn forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], stats: bool) -> (Vec<f32>, V
         .par_chunks_mut(nb * g.out_img())
         .zip(x.par_chunks(nb * g.in_img()))
         .zip(moments.par_chunks_mut(mom_per_chunk))
-        .for_each(|((y, x), mom)| {
+        .enumerate()
+        .for_each(|(chunk, ((y, x), mom))| {
+            let first = chunk * nb; // the chunk's first image
             let nb = y.len() / g.out_img();
             let gemm_into = |col: &[f32], ld: usize, y: &mut [_]| {
                 for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
@@ -164,11 +220,13 @@ fn forward_impl(g: &ConvGeom, x: &[f32], w: &[f32], stats: bool) -> (Vec<f32>, V
                     }
                 });
             }
-            if stats {
+            if !matches!(ep, Epilogue::None) {
                 // SAFETY: the whole chunk was written above.
                 let y = unsafe { assume_init_mut(y) };
-                for (yb, mb) in y.chunks(g.out_img()).zip(mom.chunks_mut(g.cout)) {
-                    image_moments(yb, p, mb);
+                let per_image = if stats { g.cout } else { 0 };
+                for (b, yb) in y.chunks_mut(g.out_img()).enumerate() {
+                    let mb = &mut mom[b * per_image..][..per_image];
+                    ep.finish(g, yb, first + b, mb);
                 }
             }
         });

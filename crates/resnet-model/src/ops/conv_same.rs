@@ -19,7 +19,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::channel::{image_moments, PlaneMoments};
+use super::channel::PlaneMoments;
+use super::conv::Epilogue;
 use super::conv_util::{sum_partials, transpose_into, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::ConvGeom;
@@ -120,14 +121,16 @@ fn weight_by_row(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `y[b] = Σ_kh z_kh(x[b]) · W_kh` for every image, and with `stats` the moments of every
-/// output plane (`[n][cout]`; empty without), computed per image right after its GEMMs.
+/// `y[b] = Σ_kh z_kh(x[b]) · W_kh` for every image, each image then finished by `ep` right
+/// after its GEMMs (with [`Epilogue::Moments`] the moments of every output plane come back,
+/// `[n][cout]`; empty otherwise).
 pub(crate) fn forward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
-    stats: bool,
+    ep: Epilogue<'_>,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    let stats = matches!(ep, Epilogue::Moments);
     let wr = weight_by_row(g, w);
     let mut out = Uninit::new(g.n * g.out_img());
     // with `stats` one entry per output plane, else one placeholder per image (unused)
@@ -137,15 +140,14 @@ pub(crate) fn forward(
         .par_chunks_mut(g.out_img())
         .zip(x.par_chunks(g.in_img()))
         .zip(moments.par_chunks_mut(per_image))
-        .for_each(|((y, x), mom)| {
+        .enumerate()
+        .for_each(|(b, ((y, x), mom))| {
             with_scratch(z_len(g), 0, |z, _| {
                 build_z(g, x, z);
                 gemm_rows(g, z, &wr, y);
             });
-            if stats {
-                // SAFETY: written by the GEMMs above.
-                image_moments(unsafe { assume_init_mut(y) }, g.p(), mom);
-            }
+            // SAFETY: written by the GEMMs above.
+            ep.finish(g, unsafe { assume_init_mut(y) }, b, mom);
         });
     if !stats {
         moments = Vec::new();

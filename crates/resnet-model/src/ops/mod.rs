@@ -58,6 +58,7 @@ mod block;
 mod channel;
 mod conv;
 mod conv_backward;
+mod conv_bn_eval;
 mod conv_same;
 mod conv_util;
 mod custom;
@@ -76,6 +77,7 @@ pub use batch_norm_sync::{batch_norm_train_synced, SyncedBatchNormOutput};
 pub use block::{
     basic_block_train, BasicBlockOutput, BasicBlockParams, BlockBnStats, BlockShortcut,
 };
+pub use conv_bn_eval::{conv2d_batch_norm_eval, AfterBatchNorm, EvalBatchNorm};
 pub use reference::{
     add_relu_slow, basic_block_train_slow, batch_norm_eval_slow, batch_norm_train_slow,
     conv2d_slow, subsample_pad_slow,
