@@ -9,6 +9,7 @@
 #   OURS_FLAGS=--no-default-features bench/compare.sh   # ours with the AVX2 GEMM kernels only
 #   RESNET_WINOGRAD=1 bench/compare.sh       # ours with the Winograd convolutions
 #   ISA=avx2 bench/compare.sh   # both sides capped at AVX2+FMA: an AVX2 machine, emulated
+#   TORCH_SUB_BATCH=64 bench/compare.sh   # PyTorch inference in sub-batches of 64, like ours
 #
 # ISA=avx2 on an AVX-512 machine builds ours with --no-default-features (the `gemm` crate's
 # AVX2+FMA kernels; our own kernels use AVX2 at most anyway) and runs PyTorch with
@@ -55,6 +56,7 @@ theirs() {
         compile) extra=(--compile) ;;
         *) echo "unknown PyTorch configuration '$1'" >&2; exit 2 ;;
     esac
+    if [ -n "${TORCH_SUB_BATCH:-}" ]; then extra+=(--infer-sub-batch "$TORCH_SUB_BATCH"); fi
     THREADS="$threads" "$root/bench/pytorch/run.sh" --iters "$iters" "${extra[@]}"
 }
 read -r -a runners <<< "ours $peers"
@@ -120,5 +122,6 @@ for mode in ("train", "infer"):
               f"peak_rss_mib ours={best_o['peak_rss_mib']} peer={best_t['peak_rss_mib']} "
               f"cpu_ms_per_step ours={best_o.get('cpu_ms_per_step')} "
               f"peer={best_t.get('cpu_ms_per_step')} "
-              f"peer_cpu_capability={best_t.get('cpu_capability', '?')}")
+              f"peer_cpu_capability={best_t.get('cpu_capability', '?')} "
+              f"peer_sub_batch={best_t.get('sub_batch', 'none')}")
 PY

@@ -101,9 +101,11 @@ def run(args):
     else:
         model.eval()
 
+        sub = args.infer_sub_batch or batch
+
         def step():
             with torch.inference_mode():
-                net(x)
+                torch.cat([net(part) for part in x.split(sub)])
 
     t_warm = time.perf_counter()
     for _ in range(args.warmup):
@@ -126,6 +128,7 @@ def run(args):
     gpu = f" device=cuda peak_gpu_mib={torch.cuda.max_memory_allocated() / 2**20:.0f}" if cuda else ""
     print(
         f"RESULT impl=pytorch-{torch.__version__}-{layout}-{how}{gpu} mode={args.mode} batch={batch} "
+        f"{'' if train or not args.infer_sub_batch else f'sub_batch={args.infer_sub_batch} '}"
         f"threads={torch.get_num_threads()} images_per_s={batch * len(times) / total:.1f} "
         f"step_ms={1000 * med:.1f} cpu_ms_per_step={1000 * cpu / len(times):.0f} "
         f"peak_rss_mib={peak_rss_mib():.0f} warmup_s={warmup_s:.1f} "
@@ -141,6 +144,9 @@ def main():
     p.add_argument("--n", type=int, default=3, help="blocks per stage (3 = ResNet-20)")
     p.add_argument("--train-batch", type=int, default=128)
     p.add_argument("--infer-batch", type=int, default=512)
+    p.add_argument("--infer-sub-batch", type=int, default=0,
+                   help="infer: run the batch through the network this many images at a time and "
+                        "concatenate the logits, as ResNetModel::predict does with 64 (0: one pass)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--channels-last", action="store_true")
