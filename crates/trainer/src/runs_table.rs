@@ -18,6 +18,62 @@ use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::report::Report;
 
+/// Config fields that may differ between seeds of one recipe: naming, where data and runs
+/// live, and how the loop is run (logging, checkpoints, device, threads, evaluation batch).
+/// Every other field (model, data split/normalisation/augmentation/limits, optimizer,
+/// schedule, batch size, iterations, label smoothing, BatchNorm statistics) is the recipe.
+const NOT_RECIPE: &[&str] = &[
+    "name",
+    "seed",
+    "data.dir",
+    "output",
+    "training.eval_batch_size",
+    "training.log_every",
+    "training.checkpoint_every_epochs",
+    "training.keep_last",
+    "training.device",
+    "training.threads",
+    "training.prefetch",
+];
+
+/// The dotted paths of the recipe fields (see [`NOT_RECIPE`]) in which `a` and `b` differ,
+/// sorted.
+pub fn recipe_differences(a: &RunConfig, b: &RunConfig) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        if NOT_RECIPE.contains(&path) || a == b {
+            return;
+        }
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        &sub,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ => out.push(path.to_string()),
+        }
+    }
+    let (Ok(a), Ok(b)) = (serde_json::to_value(a), serde_json::to_value(b)) else {
+        return vec!["(config not serialisable)".to_string()];
+    };
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    out
+}
+
 /// What the table needs from one run directory.
 #[derive(Clone, Debug)]
 pub struct RunRow {
@@ -27,6 +83,8 @@ pub struct RunRow {
     pub report: Report,
     /// Its seed (from `config.yaml`).
     pub seed: u64,
+    /// Its `config.yaml`.
+    pub config: RunConfig,
 }
 
 /// Several runs.
@@ -71,6 +129,7 @@ impl RunRow {
             dir: dir.to_path_buf(),
             report,
             seed: config.seed,
+            config,
         })
     }
 }
@@ -85,8 +144,24 @@ impl RunsTable {
         Ok(Self { rows })
     }
 
+    /// The recipe fields in which some run differs from the first (see
+    /// [`recipe_differences`]); empty when all runs are seeds of one recipe.
+    pub fn recipe_differences(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .rows
+            .iter()
+            .skip(1)
+            .flat_map(|r| recipe_differences(&self.rows[0].config, &r.config))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The table as Markdown: one row per run, the mean ± sample std of the final and
-    /// best-on-validation test accuracy, and the command that re-trains each run.
+    /// best-on-validation test accuracy, and the command that re-trains each run. Runs
+    /// that are not seeds of one recipe get no mean row but a line naming the fields in
+    /// which they differ: a mean over different recipes would describe none of them.
     pub fn to_markdown(&self) -> String {
         let pct = |x: f64| format!("{:.2}%", 100.0 * x);
         let mut s = String::new();
@@ -130,15 +205,26 @@ impl RunsTable {
                 None => format!("{:.2}% (one run, no std)", 100.0 * m),
             }
         };
-        let _ = writeln!(
-            s,
-            "| **mean ± std** ({} run{}) | | | | {} | {} | |",
-            self.rows.len(),
-            if self.rows.len() == 1 { "" } else { "s" },
-            show(&finals),
-            show(&bests)
-        );
-        s.push_str("\nmean ± sample standard deviation (n − 1) over the runs.\n\nRe-train:\n\n");
+        let differ = self.recipe_differences();
+        if differ.is_empty() {
+            let _ = writeln!(
+                s,
+                "| **mean ± std** ({} run{}) | | | | {} | {} | |",
+                self.rows.len(),
+                if self.rows.len() == 1 { "" } else { "s" },
+                show(&finals),
+                show(&bests)
+            );
+            s.push_str("\nmean ± sample standard deviation (n − 1) over the runs.\n");
+        } else {
+            let fields: Vec<String> = differ.iter().map(|f| format!("`{f}`")).collect();
+            let _ = writeln!(
+                s,
+                "\nNo mean: these runs are not seeds of one recipe (their configs differ in {}).",
+                fields.join(", ")
+            );
+        }
+        s.push_str("\nRe-train:\n\n");
         for r in &self.rows {
             let _ = writeln!(
                 s,
@@ -161,6 +247,29 @@ mod tests {
         assert!((s.unwrap() - 0.02f64 / 2f64.sqrt()).abs() < 1e-12);
         let (m, s) = mean_std(&[0.5]);
         assert_eq!((m, s), (0.5, None));
+    }
+
+    #[test]
+    fn recipe_differences_ignore_names_seeds_and_loop_settings() {
+        let a = RunConfig::default();
+        let mut b = a.clone();
+        b.name = "other".into();
+        b.seed = 7;
+        b.data.dir = Some(PathBuf::from("/elsewhere"));
+        b.training.threads = Some(3);
+        b.training.log_every = 1;
+        assert!(recipe_differences(&a, &b).is_empty());
+        b.training.max_iterations = 16_000;
+        b.optimizer.momentum = 0.8;
+        b.data.augment = None;
+        assert_eq!(
+            recipe_differences(&a, &b),
+            [
+                "data.augment",
+                "optimizer.momentum",
+                "training.max_iterations"
+            ]
+        );
     }
 
     #[test]
