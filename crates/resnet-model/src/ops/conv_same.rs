@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::channel::PlaneMoments;
 use super::conv::Epilogue;
-use super::conv_util::{sum_partials, transpose_into, transposed, zeroed};
+use super::conv_util::{sum_partials, transpose_into, transposed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::ConvGeom;
 use super::storage::{assume_init_mut, with_scratch, Uninit};
@@ -206,7 +206,6 @@ pub(crate) fn backward(
                 .zip(partial.slots().par_chunks_mut(wlen)),
         )
         .for_each(|((dxb, dyb), (xb, dwp))| {
-            let dwp = zeroed(dwp);
             with_scratch(z_len(&gt), cin * p, |z, xt| {
                 build_z(&gt, dyb, z);
                 gemm_rows(&gt, z, &wr, dxb);
@@ -228,11 +227,13 @@ pub(crate) fn backward(
                         rs: 1,
                         cs: ld,
                     };
-                    sgemm(MatMut::new(dst, cin, ck, 1, cin), false, xm, zt);
+                    // overwrites its whole chunk: the k chunks cover the partial
+                    sgemm(MatMut::uninit(dst, cin, ck, 1, cin), false, xm, zt);
                 }
             });
         });
-    // SAFETY: every image's partial was zero-filled by its task (`zeroed`).
+    // SAFETY: every image's partial was written by its `k` GEMMs (`k` chunks of `ck * cin`
+    // elements: `cin * cout * k * k = wlen`).
     let sum = sum_partials(&unsafe { partial.assume_init() }, wlen);
     // sum[((kh' * cout + co) * k + kw') * cin + ci] -> dW[co, ci, K-1-kh', K-1-kw']
     let mut dw = vec![0f32; wlen];
