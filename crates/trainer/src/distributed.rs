@@ -57,9 +57,10 @@ pub trait Communicator: Send + Sync + fmt::Debug {
     fn abort(&self, code: i32) -> !;
 }
 
-/// One process, no communication: every operation leaves its buffer as it is.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SingleProcess;
+/// One process, no communication: every operation leaves its buffer as it is. The same type
+/// as [`resnet_model::SingleProcess`], the single-process [`resnet_model::StatsReducer`]
+/// (re-exported here, so one value serves as both).
+pub use resnet_model::SingleProcess;
 
 impl Communicator for SingleProcess {
     fn rank(&self) -> usize {
@@ -175,4 +176,27 @@ pub fn check_identical(comm: &dyn Communicator, tensors: &[&Tensor]) -> candle_c
     comm.all_reduce_sum_f64(&mut sums);
     let k = comm.size() as f64;
     Ok(k * sums[1] == sums[0] * sums[0] && k * sums[3] == sums[2] * sums[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One `SingleProcess` value is the model's statistics reducer and the loop's
+    /// communicator at once, and both leave their buffers alone.
+    #[test]
+    fn single_process_is_reducer_and_communicator() {
+        use resnet_model::StatsReducer;
+        let one = SingleProcess;
+        let mut b64 = vec![1.5f64, -2.0];
+        one.all_reduce_sum(&mut b64).unwrap();
+        one.all_reduce_sum_f64(&mut b64);
+        assert_eq!(b64, [1.5, -2.0]);
+        let mut bytes = b"rank 0".to_vec();
+        one.broadcast_bytes(&mut bytes);
+        assert_eq!(
+            (one.rank(), one.size(), bytes.as_slice()),
+            (0, 1, &b"rank 0"[..])
+        );
+    }
 }
