@@ -36,7 +36,8 @@ const NOT_RECIPE: &[&str] = &[
     "training.prefetch",
 ];
 
-/// The dotted paths of the recipe fields (see [`NOT_RECIPE`]) in which `a` and `b` differ,
+/// The dotted paths of the recipe fields (all but names, seeds, paths and loop settings such
+/// as logging, checkpoints, device and threads) in which `a` and `b` differ,
 /// sorted.
 pub fn recipe_differences(a: &RunConfig, b: &RunConfig) -> Vec<String> {
     fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
