@@ -3,7 +3,7 @@
 //! does.
 //!
 //! The loop talks to the other ranks through a [`Communicator`]: [`SingleProcess`] (the
-//! default, no communication) or, with the `mpi` feature, [`mpi::MpiCommunicator`] over the
+//! default, no communication) or, with the `mpi` feature, `mpi::MpiCommunicator` over the
 //! system MPI library (`mpirun -np K resnet-cli train CONFIG`). What a step does with K ranks:
 //!
 //! * every global batch of `training.batch_size` images is cut into K consecutive shards
