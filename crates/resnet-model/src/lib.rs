@@ -26,7 +26,10 @@
 //!   safetensors [`save`](ResNetModel::save)/[`load`](ResNetModel::load), and a
 //!   Keras-style [`summary`](ResNetModel::summary) (output shapes, parameters and
 //!   mult-adds per layer).
-//! - [`ResNetModel::predict`]: inference without the autograd graph (PyTorch's `no_grad`).
+//! - [`ResNetModel::predict`]: inference without the autograd graph (PyTorch's `no_grad`),
+//!   on the CPU in sub-batches of [`PREDICT_SUB_BATCH`] images that stay in cache; eval mode
+//!   runs each convolution with its BatchNorm, ReLU and residual add as one op
+//!   ([`ops::conv2d_batch_norm_eval`]).
 //! - [`default_device`]: CUDA with the `cuda` feature when a GPU is there, else the CPU.
 //!
 //! Cargo features: `avx512` (default: the `gemm` crate may pick its AVX-512 micro-kernels at
