@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, ModuleT, Result, Tensor, Var};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use crate::batch_stats::BatchStats;
 use crate::config::ResNetConfig;
@@ -17,7 +18,7 @@ use crate::store::VarStore;
 /// Images per sub-batch of [`ResNetModel::predict`] on the CPU. 64 images keep ResNet-20's
 /// largest activation at 4 MiB (in a 2-core AMD EPYC's caches; 32 and 64 measured alike,
 /// both ~25% faster than one pass over 512, see bench/README.md) while still giving every
-/// core several images.
+/// core several images. The sub-batches of one call run in parallel on rayon's threads.
 pub const PREDICT_SUB_BATCH: usize = 64;
 
 /// A CIFAR ResNet that owns its tensors: trainable parameters and BatchNorm running
@@ -180,14 +181,18 @@ impl ResNetModel {
     /// then stay in cache for the next one instead of going out to memory (ResNet-20's
     /// first-stage activations are 32 MiB at batch 512, 4 MiB at 64), and buffers that small
     /// are reused by the allocator rather than mapped afresh (page faults) for every layer.
+    /// The sub-batches run in parallel on rayon's pool (each op still splits its own work
+    /// when a thread is idle), so the threads rarely wait for each other between layers; the
+    /// ops' results do not depend on the number of threads, so neither do the logits.
     pub fn predict(&self, x: &Tensor) -> Result<Tensor> {
         let run = |x: &Tensor| crate::ops::no_grad(|| self.net.forward_t(x, false));
         let n = x.dims().first().copied().unwrap_or(0);
         if !x.device().is_cpu() || n <= PREDICT_SUB_BATCH {
             return Ok(run(x)?.detach());
         }
-        let parts = (0..n)
-            .step_by(PREDICT_SUB_BATCH)
+        let starts: Vec<usize> = (0..n).step_by(PREDICT_SUB_BATCH).collect();
+        let parts = starts
+            .into_par_iter()
             .map(|start| run(&x.narrow(0, start, PREDICT_SUB_BATCH.min(n - start))?))
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?.detach())
