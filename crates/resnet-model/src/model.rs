@@ -18,7 +18,7 @@ use crate::store::VarStore;
 /// Images per sub-batch of [`ResNetModel::predict`] on the CPU. 64 images keep ResNet-20's
 /// largest activation at 4 MiB (in a 2-core AMD EPYC's caches; 32 and 64 measured alike,
 /// both ~25% faster than one pass over 512, see bench/README.md) while still giving every
-/// core several images. The sub-batches of one call run in parallel on rayon's threads.
+/// core several images.
 pub const PREDICT_SUB_BATCH: usize = 64;
 
 /// A CIFAR ResNet that owns its tensors: trainable parameters and BatchNorm running
@@ -190,9 +190,9 @@ impl ResNetModel {
         if !x.device().is_cpu() || n <= PREDICT_SUB_BATCH {
             return Ok(run(x)?.detach());
         }
-        let starts: Vec<usize> = (0..n).step_by(PREDICT_SUB_BATCH).collect();
-        let parts = starts
+        let parts = (0..n)
             .into_par_iter()
+            .step_by(PREDICT_SUB_BATCH)
             .map(|start| run(&x.narrow(0, start, PREDICT_SUB_BATCH.min(n - start))?))
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?.detach())
