@@ -45,6 +45,11 @@ const CASES: &[Case] = &[
     (3, 9, 7, 6, 8, 3, 1, 1),
     (40, 8, 2, 3, 12, 3, 1, 1),
     (2, 64, 8, 8, 64, 3, 1, 1),
+    // the direct 3x3 kernel (ops/conv_direct.rs: pixels a multiple of 16, output channels of
+    // 8): vectors across row ends, a plane of one vector, odd channel counts (the stem's 3)
+    (2, 5, 4, 12, 8, 3, 1, 1),
+    (3, 3, 2, 8, 16, 3, 1, 1),
+    (2, 3, 16, 16, 8, 3, 1, 1),
 ];
 
 fn run(case: Case, seed: u64, fast: bool) -> (Tensor, Tensor, Tensor) {

@@ -15,7 +15,7 @@ use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
 use super::storage::{assume_init_mut, with_scratch, Uninit};
-use super::{conv_backward, conv_same, winograd};
+use super::{conv_backward, conv_direct, conv_same, winograd};
 
 /// Forward convolution, differentiable in both the input and the weight.
 pub(crate) struct Conv2d {
@@ -143,6 +143,9 @@ fn forward_impl(
             }
         };
         return (y, m);
+    }
+    if conv_direct::applies(g) {
+        return conv_direct::forward(g, x, w, ep);
     }
     if conv_same::applies(g) {
         return conv_same::forward(g, x, w, ep);

@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::conv_direct::{self, Direct};
 use super::conv_util::{as_slots, sum_partials, transpose_into, transposed, zeroed};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{im2col, ConvGeom};
@@ -34,6 +35,8 @@ pub(crate) fn backward(
     let n_chunks = g.n.div_ceil(nb);
     let mut dx = Uninit::new(g.n * g.in_img());
     let mut partial = Uninit::new(n_chunks * wlen);
+    // dx by the direct kernel where it applies, else by a GEMM over the im2col of dy
+    let direct = conv_direct::applies(&gt).then(|| Direct::new(&gt, &wt));
     // W'^T [ckk x cin]
     let wtm = MatRef {
         data: &wt,
@@ -65,7 +68,20 @@ pub(crate) fn backward(
                     rs: 1,
                     cs: ld,
                 };
-                let xt = if nb == 1 {
+                let xt = if let Some(d) = &direct {
+                    // dx image by image by the direct kernel; x^T for the weight gradient
+                    let xt = &mut tmp[..cin * m];
+                    for (b, ((dxb, dyb), xb)) in dxc
+                        .chunks_mut(g.in_img())
+                        .zip(dyc.chunks(g.out_img()))
+                        .zip(xc.chunks(g.in_img()))
+                        .enumerate()
+                    {
+                        d.image(dyb, dxb);
+                        transpose_into(xb, cin, p, &mut xt[b * p * cin..]);
+                    }
+                    &*xt
+                } else if nb == 1 {
                     // dx^T [p x cin] = col^T [p x ckk] · W'^T [ckk x cin]
                     sgemm(MatMut::uninit(dxc, p, cin, 1, p), false, lhs, wtm);
                     transpose_into(xc, cin, p, tmp);

@@ -21,7 +21,9 @@ use rayon::prelude::*;
 
 use super::channel::PlaneMoments;
 use super::conv::Epilogue;
+use super::conv_direct::{self, Direct};
 use super::conv_util::{sum_partials, transpose_into, transposed};
+use super::conv_wgrad;
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::ConvGeom;
 use super::storage::{assume_init_mut, with_scratch, Uninit};
@@ -192,7 +194,14 @@ pub(crate) fn backward(
 ) -> Option<(Vec<f32>, Vec<f32>)> {
     let (gt, wt) = transposed(g, w)?;
     // gt reads dy ([n, cout, h, w]) and writes dx ([n, cin, h, w]); its pixels are x's.
-    let wr = weight_by_row(&gt, &wt);
+    // dx by the direct kernel where it applies, else by the GEMMs over z
+    let direct = conv_direct::applies(&gt).then(|| Direct::new(&gt, &wt));
+    let wr = if direct.is_none() {
+        weight_by_row(&gt, &wt)
+    } else {
+        Vec::new()
+    };
+    let wgrad_kernel = conv_wgrad::vectors(g).is_some();
     let (k, p, cin, cout) = (g.k, g.p(), g.cin, g.cout);
     let (ck, ld) = (cout * k, z_rows(&gt) * gt.w);
     let wlen = cin * cout * k * k;
@@ -208,10 +217,17 @@ pub(crate) fn backward(
         .for_each(|((dxb, dyb), (xb, dwp))| {
             with_scratch(z_len(&gt), cin * p, |z, xt| {
                 build_z(&gt, dyb, z);
-                gemm_rows(&gt, z, &wr, dxb);
+                match &direct {
+                    Some(d) => d.image(dyb, dxb),
+                    None => gemm_rows(&gt, z, &wr, dxb),
+                }
                 // partial[kh'][(co, kw')][ci] = Σ_p x[ci, p] · z_kh'(dy)[(co, kw'), p], with x
                 // transposed once so that the three GEMMs read it with unit row stride
                 transpose_into(xb, cin, p, xt);
+                if wgrad_kernel {
+                    conv_wgrad::image(g, xt, z, ld, dwp);
+                    return;
+                }
                 let xm = MatRef {
                     data: xt,
                     rows: cin,

@@ -15,6 +15,13 @@
 //!   with the weight gradient. Chunk sizes depend only on the shapes and weight-gradient
 //!   partials are summed in chunk order, so results are bit-identical for any number of
 //!   threads.
+//! - On CPUs with AVX-512F (the default `avx512` feature), the 3x3 stride-1 padding-1
+//!   convolutions (every one of the CIFAR ResNets but the two stride-2 ones) skip the copies
+//!   and the GEMM: a direct register-blocked kernel reads the input planes in place with
+//!   masked loads, for the forward and the input gradient (`conv_direct.rs`), and the
+//!   weight gradients at 32x32 / 16 channels and 16x16 / 32 channels run a kernel with 24
+//!   accumulators where the `gemm` crate has 6 or 12 (`conv_wgrad.rs`). Each output element
+//!   is one chain of fused multiply-adds in a fixed order, so thread counts change no bit.
 //! - Winograd F(2x2, 3x3) (`winograd.rs`) for the 3x3 stride-1 convolutions, forward and
 //!   both gradients (the backward as the transposed algorithm): 2.25x fewer multiplications,
 //!   but its 16 GEMMs per chunk are only `Cin` (16-64) deep and its transforms add memory
@@ -59,8 +66,10 @@ mod channel;
 mod conv;
 mod conv_backward;
 mod conv_bn_eval;
+mod conv_direct;
 mod conv_same;
 mod conv_util;
+mod conv_wgrad;
 mod custom;
 mod elementwise;
 mod gemm;
