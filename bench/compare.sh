@@ -12,7 +12,7 @@
 #   TORCH_SUB_BATCH=64 bench/compare.sh   # PyTorch inference in sub-batches of 64, like ours
 #
 # ISA=avx2 on an AVX-512 machine builds ours with --no-default-features (the `gemm` crate's
-# AVX2+FMA kernels; our own kernels use AVX2 at most anyway) and runs PyTorch with
+# AVX2+FMA kernels, and without our AVX-512 convolution kernels) and runs PyTorch with
 # ATEN_CPU_CAPABILITY=avx2 (ATen's vectorised kernels and the code inductor generates),
 # ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's JIT convolutions: `jit:avx2` instead of
 # `jit:avx512_core` with ONEDNN_VERBOSE=1) and MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's GEMMs).
