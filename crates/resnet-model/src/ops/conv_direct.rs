@@ -43,8 +43,9 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
         && available()
 }
 
-/// Whether the AVX-512 kernel can run here (`avx512` feature and AVX-512F).
-fn available() -> bool {
+/// Whether the AVX-512 kernels can run here (`avx512` feature and AVX-512F); also for
+/// [`super::conv_wgrad`].
+pub(crate) fn available() -> bool {
     #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
     {
         std::arch::is_x86_feature_detected!("avx512f")

@@ -26,7 +26,7 @@ const ACC: usize = 24;
 /// take `g` (no AVX-512 here, or `Cin` not 16, 32 or 64, or `Cout * K` not a multiple of the
 /// block's `z` rows).
 pub(crate) fn vectors(g: &ConvGeom) -> Option<usize> {
-    if !available() || g.k != 3 {
+    if !super::conv_direct::available() || g.k != 3 {
         return None;
     }
     // the plane sizes the kernel is compiled for (its `z` offsets are constants)
@@ -37,18 +37,6 @@ pub(crate) fn vectors(g: &ConvGeom) -> Option<usize> {
     };
     let rows = ACC / (v * 3);
     (g.cout * g.k).is_multiple_of(rows).then_some(v)
-}
-
-/// Whether the AVX-512 kernel can run here (`avx512` feature and AVX-512F).
-fn available() -> bool {
-    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
-    {
-        false
-    }
 }
 
 /// Writes one image's whole `partial` (`[kh'][(co, kw')][ci]`, `3 * cout * 3 * cin`
