@@ -101,6 +101,39 @@ impl Epilogue<'_> {
     }
 }
 
+/// Runs `kernel(x[b], y[b])` for every image in parallel, each output image then finished
+/// by `ep` right after its kernel, while it is still in cache (with [`Epilogue::Moments`]
+/// the moments of every output plane come back, `[n][cout]`; empty otherwise). `kernel`
+/// must write its whole output image. The driver of the one-image-at-a-time forwards
+/// ([`conv_same`], [`conv_direct`]).
+pub(crate) fn per_image(
+    g: &ConvGeom,
+    x: &[f32],
+    ep: Epilogue<'_>,
+    kernel: impl Fn(&[f32], &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
+    let stats = ep.stats();
+    let mut out = Uninit::new(g.n * g.out_img());
+    // with `stats` one entry per output plane, else one placeholder per image (unused)
+    let per_image = if stats { g.cout } else { 1 };
+    let mut moments = vec![PlaneMoments::default(); g.n * per_image];
+    out.slots()
+        .par_chunks_mut(g.out_img())
+        .zip(x.par_chunks(g.in_img()))
+        .zip(moments.par_chunks_mut(per_image))
+        .enumerate()
+        .for_each(|(b, ((y, x), mom))| {
+            kernel(x, y);
+            // SAFETY: `kernel` writes the whole image (its contract).
+            ep.finish(g, unsafe { assume_init_mut(y) }, b, mom);
+        });
+    if !stats {
+        moments = Vec::new();
+    }
+    // SAFETY: every image was written by `kernel`.
+    (unsafe { out.assume_init() }, moments)
+}
+
 /// [`forward`], then `a` applied in place to each output image right after its GEMMs: an
 /// eval-mode BatchNorm (+ ReLU, or + residual + ReLU) without another pass over the output,
 /// with the same bits as the separate passes.

@@ -21,12 +21,11 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::channel::PlaneMoments;
-use super::conv::Epilogue;
+use super::conv::{per_image, Epilogue};
 use super::im2col::ConvGeom;
-use super::storage::{assume_init_mut, Uninit};
+#[cfg(test)]
+use super::storage::assume_init_mut;
 
 /// Output channels per register block.
 const CB: usize = 8;
@@ -148,27 +147,8 @@ pub(crate) fn forward(
     w: &[f32],
     ep: Epilogue<'_>,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
-    let stats = matches!(ep, Epilogue::Moments);
     let d = Direct::new(g, w);
-    let mut out = Uninit::new(g.n * g.out_img());
-    // with `stats` one entry per output plane, else one placeholder per image (unused)
-    let per_image = if stats { g.cout } else { 1 };
-    let mut moments = vec![PlaneMoments::default(); g.n * per_image];
-    out.slots()
-        .par_chunks_mut(g.out_img())
-        .zip(x.par_chunks(g.in_img()))
-        .zip(moments.par_chunks_mut(per_image))
-        .enumerate()
-        .for_each(|(b, ((y, x), mom))| {
-            d.image(x, y);
-            // SAFETY: written whole by the kernel above.
-            ep.finish(g, unsafe { assume_init_mut(y) }, b, mom);
-        });
-    if !stats {
-        moments = Vec::new();
-    }
-    // SAFETY: every image was written by the kernel.
-    (unsafe { out.assume_init() }, moments)
+    per_image(g, x, ep, |x, y| d.image(x, y))
 }
 
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]

@@ -20,7 +20,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::channel::PlaneMoments;
-use super::conv::Epilogue;
+use super::conv::{per_image, Epilogue};
 use super::conv_direct::{self, Direct};
 use super::conv_util::{sum_partials, transpose_into, transposed};
 use super::conv_wgrad;
@@ -132,30 +132,13 @@ pub(crate) fn forward(
     w: &[f32],
     ep: Epilogue<'_>,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
-    let stats = matches!(ep, Epilogue::Moments);
     let wr = weight_by_row(g, w);
-    let mut out = Uninit::new(g.n * g.out_img());
-    // with `stats` one entry per output plane, else one placeholder per image (unused)
-    let per_image = if stats { g.cout } else { 1 };
-    let mut moments = vec![PlaneMoments::default(); g.n * per_image];
-    out.slots()
-        .par_chunks_mut(g.out_img())
-        .zip(x.par_chunks(g.in_img()))
-        .zip(moments.par_chunks_mut(per_image))
-        .enumerate()
-        .for_each(|(b, ((y, x), mom))| {
-            with_scratch(z_len(g), 0, |z, _| {
-                build_z(g, x, z);
-                gemm_rows(g, z, &wr, y);
-            });
-            // SAFETY: written by the GEMMs above.
-            ep.finish(g, unsafe { assume_init_mut(y) }, b, mom);
-        });
-    if !stats {
-        moments = Vec::new();
-    }
-    // SAFETY: every image was written by its first GEMM.
-    (unsafe { out.assume_init() }, moments)
+    per_image(g, x, ep, |x, y| {
+        with_scratch(z_len(g), 0, |z, _| {
+            build_z(g, x, z);
+            gemm_rows(g, z, &wr, y);
+        })
+    })
 }
 
 /// `y^T [p x cout] = Σ_kh z_kh^T [p x cin*k] · W_kh^T [cin*k x cout]` for one image.
@@ -183,6 +166,13 @@ fn gemm_rows(g: &ConvGeom, z: &[f32], wr: &[f32], y: &mut [MaybeUninit<f32>]) {
     }
 }
 
+/// How [`backward`] computes `dx`: the direct kernel, or the GEMMs over `z` with the
+/// transposed weight regrouped by [`weight_by_row`].
+enum DxKernel {
+    Direct(Direct),
+    Gemm(Vec<f32>),
+}
+
 /// `(dx, dW)` of the convolution `g` (which must satisfy [`applies`]): `dx` as the
 /// convolution of `dy` with the transposed weight, and `dW` from the same `z` of `dy`.
 /// Chosen by [`applies_backward`]; `None` when `g` has no transposed form.
@@ -195,11 +185,10 @@ pub(crate) fn backward(
     let (gt, wt) = transposed(g, w)?;
     // gt reads dy ([n, cout, h, w]) and writes dx ([n, cin, h, w]); its pixels are x's.
     // dx by the direct kernel where it applies, else by the GEMMs over z
-    let direct = conv_direct::applies(&gt).then(|| Direct::new(&gt, &wt));
-    let wr = if direct.is_none() {
-        weight_by_row(&gt, &wt)
+    let dx_kernel = if conv_direct::applies(&gt) {
+        DxKernel::Direct(Direct::new(&gt, &wt))
     } else {
-        Vec::new()
+        DxKernel::Gemm(weight_by_row(&gt, &wt))
     };
     let wgrad_kernel = conv_wgrad::vectors(g).is_some();
     let (k, p, cin, cout) = (g.k, g.p(), g.cin, g.cout);
@@ -217,9 +206,9 @@ pub(crate) fn backward(
         .for_each(|((dxb, dyb), (xb, dwp))| {
             with_scratch(z_len(&gt), cin * p, |z, xt| {
                 build_z(&gt, dyb, z);
-                match &direct {
-                    Some(d) => d.image(dyb, dxb),
-                    None => gemm_rows(&gt, z, &wr, dxb),
+                match &dx_kernel {
+                    DxKernel::Direct(d) => d.image(dyb, dxb),
+                    DxKernel::Gemm(wr) => gemm_rows(&gt, z, wr, dxb),
                 }
                 // partial[kh'][(co, kw')][ci] = Σ_p x[ci, p] · z_kh'(dy)[(co, kw'), p], with x
                 // transposed once so that the three GEMMs read it with unit row stride
