@@ -17,12 +17,15 @@
 //! [`super::conv_util::transposed`]) the input gradient where [`applies`]: a CPU with
 //! AVX-512F in a build with the `avx512` feature, planes whose pixel count is a multiple of
 //! 16 and output channels a multiple of [`CB`] (every 3x3 stride-1 convolution of the
-//! CIFAR ResNets).
+//! CIFAR ResNets). Elsewhere, on a CPU with AVX2 and FMA, its twin
+//! [`super::conv_direct_avx2`] takes planes whose width is a multiple of 8 (the same
+//! convolutions), with the same bits.
 
 use std::mem::MaybeUninit;
 
 use super::channel::PlaneMoments;
 use super::conv::{per_image, Epilogue};
+use super::conv_direct_avx2 as avx2;
 use super::im2col::ConvGeom;
 #[cfg(test)]
 use super::storage::assume_init_mut;
@@ -32,19 +35,51 @@ const CB: usize = 8;
 /// Lanes per vector.
 const L: usize = 16;
 
-/// `true` when `g` is a 3x3, stride-1, padding-1 convolution this kernel takes on this CPU.
+/// The kernel a [`Direct`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// 16-lane vectors, masked loads (this file).
+    Avx512,
+    /// 8-lane vectors on a zero-padded copy ([`super::conv_direct_avx2`]).
+    Avx2,
+}
+
+impl Isa {
+    /// Output channels per register block.
+    fn cb(self) -> usize {
+        match self {
+            Isa::Avx512 => CB,
+            Isa::Avx2 => avx2::CB,
+        }
+    }
+
+    /// Whether this kernel runs here and takes the 3x3 stride-1 padding-1 convolution `g`.
+    fn takes(self, g: &ConvGeom) -> bool {
+        let same3 = g.k == 3 && g.stride == 1 && g.pad == 1;
+        same3
+            && match self {
+                Isa::Avx512 => {
+                    g.p().is_multiple_of(L) && g.cout.is_multiple_of(CB) && avx512_available()
+                }
+                Isa::Avx2 => avx2::takes(g.w, g.cout) && avx2::available(),
+            }
+    }
+}
+
+/// The kernel for `g` on this CPU (AVX-512 where it runs, else AVX2), if any.
+fn isa_for(g: &ConvGeom) -> Option<Isa> {
+    [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.takes(g))
+}
+
+/// `true` when `g` is a 3x3, stride-1, padding-1 convolution a direct kernel takes on this
+/// CPU.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
-    g.k == 3
-        && g.stride == 1
-        && g.pad == 1
-        && g.p().is_multiple_of(L)
-        && g.cout.is_multiple_of(CB)
-        && available()
+    isa_for(g).is_some()
 }
 
 /// Whether the AVX-512 kernels can run here (`avx512` feature and AVX-512F); also for
 /// [`super::conv_wgrad`].
-pub(crate) fn available() -> bool {
+pub(crate) fn avx512_available() -> bool {
     #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -55,42 +90,59 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// A convolution prepared for [`Direct::image`]: the weight regrouped per block of [`CB`]
-/// output channels and the load masks of every pixel vector and tap.
-#[cfg_attr(
-    not(all(target_arch = "x86_64", feature = "avx512")),
-    allow(dead_code, reason = "read by the AVX-512 kernel only")
-)]
+/// A convolution prepared for [`Direct::image`]: the weight regrouped per block of output
+/// channels and, for AVX-512, the load masks of every pixel vector and tap.
 pub(crate) struct Direct {
+    isa: Isa,
     cin: usize,
     cout: usize,
-    p: usize,
-    /// `wd[((cb * cin + ci) * 9 + t) * CB + c] = w[cb * CB + c, ci, t / 3, t % 3]`.
+    h: usize,
+    w: usize,
+    /// `wd[((cb * cin + ci) * 9 + t) * B + c] = w[cb * B + c, ci, t / 3, t % 3]`, `B` =
+    /// `isa.cb()`.
     wd: Vec<f32>,
-    /// `masks[v * 9 + t]`: the lanes of pixel vector `v` whose source for tap `t` is inside
-    /// the plane.
+    /// AVX-512 only: `masks[v * 9 + t]`, the lanes of pixel vector `v` whose source for tap
+    /// `t` is inside the plane.
+    #[cfg_attr(
+        not(all(target_arch = "x86_64", feature = "avx512")),
+        allow(dead_code, reason = "read by the AVX-512 kernel only")
+    )]
     masks: Vec<u16>,
     /// Offset of tap `t`'s source pixel from the output pixel.
+    #[cfg_attr(
+        not(all(target_arch = "x86_64", feature = "avx512")),
+        allow(dead_code, reason = "read by the AVX-512 kernel only")
+    )]
     offs: [isize; 9],
 }
 
 impl Direct {
     /// Prepares the convolution `g` (which must satisfy [`applies`]) with weight `w`
-    /// (`[cout, cin, 3, 3]`).
+    /// (`[cout, cin, 3, 3]`) for this CPU's kernel.
     pub(crate) fn new(g: &ConvGeom, w: &[f32]) -> Self {
-        debug_assert!(applies(g));
+        let isa = isa_for(g).expect("conv_direct::Direct::new: no direct kernel for this");
+        Self::with_isa(g, w, isa)
+    }
+
+    /// As [`Direct::new`] with the kernel `isa`, which must take `g`.
+    pub(crate) fn with_isa(g: &ConvGeom, w: &[f32], isa: Isa) -> Self {
+        assert!(
+            isa.takes(g),
+            "conv_direct: the {isa:?} kernel does not take {g:?}"
+        );
         let (cin, cout, h, wd) = (g.cin, g.cout, g.h, g.w);
+        let b = isa.cb();
         let mut wr = vec![0f32; w.len()];
         for co in 0..cout {
             for ci in 0..cin {
                 for t in 0..9 {
-                    let (cb, c) = (co / CB, co % CB);
-                    wr[((cb * cin + ci) * 9 + t) * CB + c] = w[(co * cin + ci) * 9 + t];
+                    let (cb, c) = (co / b, co % b);
+                    wr[((cb * cin + ci) * 9 + t) * b + c] = w[(co * cin + ci) * 9 + t];
                 }
             }
         }
         let p = h * wd;
-        let mut masks = vec![0u16; p / L * 9];
+        let mut masks = vec![0u16; if isa == Isa::Avx512 { p / L * 9 } else { 0 }];
         for (v, m) in masks.chunks_mut(9).enumerate() {
             for (t, m) in m.iter_mut().enumerate() {
                 let (dh, dw) = ((t / 3) as isize - 1, (t % 3) as isize - 1);
@@ -106,9 +158,11 @@ impl Direct {
         let offs =
             std::array::from_fn(|t| ((t / 3) as isize - 1) * wd as isize + (t % 3) as isize - 1);
         Self {
+            isa,
             cin,
             cout,
-            p,
+            h,
+            w: wd,
             wd: wr,
             masks,
             offs,
@@ -117,24 +171,22 @@ impl Direct {
 
     /// Writes the whole output image `y` (`[cout, p]`) of the input image `x` (`[cin, p]`).
     pub(crate) fn image(&self, x: &[f32], y: &mut [MaybeUninit<f32>]) {
-        assert_eq!(
-            x.len(),
-            self.cin * self.p,
-            "conv_direct: input image length"
-        );
-        assert_eq!(
-            y.len(),
-            self.cout * self.p,
-            "conv_direct: output image length"
-        );
-        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-        {
-            assert!(available(), "conv_direct: AVX-512F not available");
-            // SAFETY: AVX-512F is available (checked above); the lengths were checked.
-            unsafe { avx512::image(self, x.as_ptr(), y.as_mut_ptr().cast()) }
+        let p = self.h * self.w;
+        assert_eq!(x.len(), self.cin * p, "conv_direct: input image length");
+        assert_eq!(y.len(), self.cout * p, "conv_direct: output image length");
+        match self.isa {
+            Isa::Avx2 => avx2::image(self.cin, self.cout, self.h, self.w, &self.wd, x, y),
+            Isa::Avx512 => {
+                #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+                {
+                    assert!(avx512_available(), "conv_direct: AVX-512F not available");
+                    // SAFETY: AVX-512F is available (checked above); the lengths were checked.
+                    unsafe { avx512::image(self, x.as_ptr(), y.as_mut_ptr().cast()) }
+                }
+                #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
+                unreachable!("conv_direct: Isa::Avx512 is never chosen without AVX-512")
+            }
         }
-        #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
-        unreachable!("conv_direct::applies is false without AVX-512")
     }
 }
 
@@ -167,7 +219,7 @@ mod avx512 {
     /// AVX-512F available; `x` holds `cin * p` and `y` `cout * p` elements.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn image(d: &Direct, x: *const f32, y: *mut f32) {
-        let nv = d.p / L;
+        let nv = d.h * d.w / L;
         let full = nv / PB * PB;
         for v0 in (0..full).step_by(PB) {
             for cb in 0..d.cout / CB {
@@ -191,11 +243,12 @@ mod avx512 {
     #[inline]
     unsafe fn block<const P: usize>(d: &Direct, x: *const f32, y: *mut f32, v0: usize, cb: usize) {
         let mut acc = [[_mm512_setzero_ps(); CB]; P];
+        let p = d.h * d.w;
         let masks = &d.masks[v0 * 9..][..P * 9];
         let wb = &d.wd[cb * d.cin * 9 * CB..][..d.cin * 9 * CB];
         for ci in 0..d.cin {
             // SAFETY: ci < cin, so the plane lies inside `x`.
-            let plane = unsafe { x.add(ci * d.p) };
+            let plane = unsafe { x.add(ci * p) };
             let wc = &wb[ci * 9 * CB..][..9 * CB];
             for t in 0..9 {
                 let mut xv = [_mm512_setzero_ps(); P];
@@ -216,7 +269,7 @@ mod avx512 {
         for c in 0..CB {
             for (j, acc) in acc.iter().enumerate() {
                 // SAFETY: channel cb * CB + c < cout and pixel vector v0 + j < p / L.
-                unsafe { _mm512_storeu_ps(y.add((cb * CB + c) * d.p + (v0 + j) * L), acc[c]) };
+                unsafe { _mm512_storeu_ps(y.add((cb * CB + c) * p + (v0 + j) * L), acc[c]) };
             }
         }
     }
@@ -267,67 +320,94 @@ mod tests {
         y
     }
 
-    /// Bit for bit against the scalar twin: the network's shapes, rows shorter and longer
-    /// than a vector (vectors across row ends, planes of one vector), the stem's 3 channels.
+    /// Bit for bit against the scalar twin, with every kernel this CPU runs: the network's
+    /// shapes, rows shorter and longer than a vector (vectors across row ends, planes of one
+    /// vector), the stem's 3 channels, blocks left over at the end of the plane.
     #[test]
     fn image_matches_scalar_twin() {
-        for (i, &(cin, h, w, cout)) in [
-            (3, 32, 32, 16),
-            (16, 32, 32, 16),
-            (32, 16, 16, 32),
-            (64, 8, 8, 64),
-            (5, 4, 12, 8),
-            (4, 2, 8, 16),
-            (7, 1, 16, 8),
-            (2, 3, 48, 24),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let g = ConvGeom::new(&[1, cin, h, w], &[cout, cin, 3, 3], 1, 1).unwrap();
-            if !applies(&g) {
-                eprintln!("no AVX-512F here: the direct kernel is not tested");
-                return;
+        let mut tested = 0;
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            for (i, &(cin, h, w, cout)) in [
+                (3, 32, 32, 16),
+                (16, 32, 32, 16),
+                (32, 16, 16, 32),
+                (64, 8, 8, 64),
+                (5, 4, 12, 8),
+                (4, 2, 8, 16),
+                (7, 1, 16, 8),
+                (2, 3, 48, 24),
+                (3, 5, 8, 4),
+                (6, 7, 24, 12),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let g = ConvGeom::new(&[1, cin, h, w], &[cout, cin, 3, 3], 1, 1).unwrap();
+                if !isa.takes(&g) {
+                    continue;
+                }
+                let x = values(cin * h * w, 2 * i as u64);
+                let wt = values(cout * cin * 9, 2 * i as u64 + 1);
+                let mut y = vec![MaybeUninit::new(f32::NAN); cout * h * w];
+                Direct::with_isa(&g, &wt, isa).image(&x, &mut y);
+                // SAFETY: written whole by `image`.
+                let y = unsafe { assume_init_mut(&mut y) };
+                let want = slow(&g, &x, &wt);
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(y),
+                    bits(&want),
+                    "{isa:?}: cin {cin} h {h} w {w} cout {cout}"
+                );
+                tested += 1;
             }
-            let x = values(cin * h * w, 2 * i as u64);
-            let wt = values(cout * cin * 9, 2 * i as u64 + 1);
-            let mut y = vec![MaybeUninit::new(f32::NAN); cout * h * w];
-            Direct::new(&g, &wt).image(&x, &mut y);
-            // SAFETY: written whole by `image`.
-            let y = unsafe { assume_init_mut(&mut y) };
-            let want = slow(&g, &x, &wt);
-            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(y), bits(&want), "cin {cin} h {h} w {w} cout {cout}");
+        }
+        if tested == 0 {
+            eprintln!("neither AVX-512F nor AVX2: the direct kernels are not tested");
         }
     }
 
-    /// Single-thread rate of the kernel at ResNet-20's shapes (not a test: `cargo test
+    /// A width that is not a multiple of 8 is for the AVX-512 kernel (when its pixel count
+    /// is a multiple of 16) or the GEMM paths, never the AVX2 kernel.
+    #[test]
+    fn avx2_kernel_needs_whole_vectors_per_row() {
+        let g = ConvGeom::new(&[1, 5, 4, 12], &[8, 5, 3, 3], 1, 1).unwrap();
+        assert!(!Isa::Avx2.takes(&g));
+        let g = ConvGeom::new(&[1, 5, 4, 16], &[6, 5, 3, 3], 1, 1).unwrap();
+        assert!(!Isa::Avx2.takes(&g), "cout not a multiple of 4");
+        let g = ConvGeom::new(&[1, 5, 4, 16], &[8, 5, 3, 3], 2, 1).unwrap();
+        assert!(!Isa::Avx2.takes(&g) && !Isa::Avx512.takes(&g), "stride 2");
+    }
+
+    /// Single-thread rate of each kernel at ResNet-20's shapes (not a test: `cargo test
     /// --release -p resnet-model --lib conv_direct -- --ignored --nocapture`).
     #[test]
     #[ignore]
     fn kernel_speed() {
-        for (cin, hw, cout) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 64)] {
-            let g = ConvGeom::new(&[1, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
-            if !applies(&g) {
-                return;
-            }
-            let (x, w) = (values(cin * hw * hw, 1), values(cout * cin * 9, 2));
-            let d = Direct::new(&g, &w);
-            let mut y = vec![MaybeUninit::new(0f32); cout * hw * hw];
-            let reps = 2000;
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    d.image(std::hint::black_box(&x), &mut y);
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            for (cin, hw, cout) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 64)] {
+                let g = ConvGeom::new(&[1, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
+                if !isa.takes(&g) {
+                    continue;
                 }
-                best = best.min(t.elapsed().as_secs_f64());
+                let (x, w) = (values(cin * hw * hw, 1), values(cout * cin * 9, 2));
+                let d = Direct::with_isa(&g, &w, isa);
+                let mut y = vec![MaybeUninit::new(0f32); cout * hw * hw];
+                let reps = 2000;
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        d.image(std::hint::black_box(&x), &mut y);
+                    }
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                let flops = 2.0 * (cin * cout * 9 * hw * hw) as f64 * reps as f64;
+                println!(
+                    "{isa:?} {cin}->{cout} at {hw}x{hw}: {:.1} GFLOP/s",
+                    flops / best / 1e9
+                );
             }
-            let flops = 2.0 * (cin * cout * 9 * hw * hw) as f64 * reps as f64;
-            println!(
-                "{cin}->{cout} at {hw}x{hw}: {:.1} GFLOP/s",
-                flops / best / 1e9
-            );
         }
     }
 }

@@ -190,7 +190,7 @@ pub(crate) fn backward(
     } else {
         DxKernel::Gemm(weight_by_row(&gt, &wt))
     };
-    let wgrad_kernel = conv_wgrad::vectors(g).is_some();
+    let wgrad_kernel = conv_wgrad::applies(g);
     let (k, p, cin, cout) = (g.k, g.p(), g.cin, g.cout);
     let (ck, ld) = (cout * k, z_rows(&gt) * gt.w);
     let wlen = cin * cout * k * k;

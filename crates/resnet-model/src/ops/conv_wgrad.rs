@@ -1,5 +1,6 @@
-//! The weight gradient of a "same" convolution ([`super::conv_same`]) with AVX-512 register
-//! blocking, where the `gemm` crate's micro-kernels are short of registers.
+//! The weight gradient of a "same" convolution ([`super::conv_same`]) with AVX-512 (or,
+//! without it, AVX2) register blocking, where the `gemm` crate's micro-kernels are short of
+//! registers.
 //!
 //! Per image and tap row `kh'`, the fused backward needs
 //! `partial[kh'][(co, kw')][ci] = Σ_p x[ci, p] · z[(co, kw'), kh' * w + p]` (`z`: the
@@ -9,7 +10,8 @@
 //! and seven loads per six FMAs. Here the kernel keeps 24 accumulators: `V` (1 or 2) vectors of 16
 //! input channels times `24 / V` columns `(co, kw', kh')` (the three `kh'` of a `z` row are
 //! the same row read `w` apart), and for every pixel loads `V` vectors of `x^T` and
-//! broadcasts 24 / V values of `z`.
+//! broadcasts 24 / V values of `z`. The AVX2 twin (16 registers of 8 lanes) keeps 12: two
+//! vectors of 8 input channels times two `z` rows times three `kh'`.
 //!
 //! Every element is one chain of fused multiply-adds over the pixels in order, so the result
 //! does not depend on the number of threads (work is split by image); it differs from the
@@ -19,29 +21,63 @@ use std::mem::MaybeUninit;
 
 use super::im2col::ConvGeom;
 
-/// Accumulator registers per block.
+/// Accumulator registers per block of the AVX-512 kernel (the AVX2 one has 12: two vectors
+/// of 8 input channels times two `z` rows times three `kh'`).
 const ACC: usize = 24;
 
-/// The number of 16-channel vectors per block for `g`, or `None` when the kernel does not
-/// take `g` (no AVX-512 here, or `Cin` not 16, 32 or 64, or `Cout * K` not a multiple of the
-/// block's `z` rows).
-pub(crate) fn vectors(g: &ConvGeom) -> Option<usize> {
-    if !super::conv_direct::available() || g.k != 3 {
+/// The kernel that takes a convolution, and its blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// `v` vectors of 16 input channels per block.
+    Avx512 { v: usize },
+    /// Two vectors of 8 input channels, two `z` rows per block.
+    Avx2,
+}
+
+/// The kernel for `g` on this CPU: AVX-512 where it runs, else AVX2 (`None` without either,
+/// or when `g` is not a 3x3 convolution at 32x32 with 16 input channels or 16x16 with 32,
+/// or `Cout * K` is not a multiple of the block's `z` rows).
+fn kernel(g: &ConvGeom) -> Option<Kernel> {
+    if g.k != 3 {
         return None;
     }
-    // the plane sizes the kernel is compiled for (its `z` offsets are constants)
+    // the plane sizes the kernels are compiled for (their `z` offsets are constants)
     let v = match (g.cin, g.h, g.w) {
         (16, 32, 32) => 1,
         (32, 16, 16) => 2,
         _ => return None,
     };
-    let rows = ACC / (v * 3);
-    (g.cout * g.k).is_multiple_of(rows).then_some(v)
+    let ck = g.cout * g.k;
+    if super::conv_direct::avx512_available() {
+        ck.is_multiple_of(ACC / (v * 3))
+            .then_some(Kernel::Avx512 { v })
+    } else if avx2_available() {
+        ck.is_multiple_of(2).then_some(Kernel::Avx2)
+    } else {
+        None
+    }
+}
+
+/// x86-64 with AVX2 and FMA.
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `true` when a kernel here takes `g`'s weight gradient.
+pub(crate) fn applies(g: &ConvGeom) -> bool {
+    kernel(g).is_some()
 }
 
 /// Writes one image's whole `partial` (`[kh'][(co, kw')][ci]`, `3 * cout * 3 * cin`
 /// elements) from `xt` (`x` transposed, `[p][cin]`) and `z` (`[(co, kw')][z_rows][w]`,
-/// `ld = z_rows * w` apart). `g` must satisfy [`vectors`].
+/// `ld = z_rows * w` apart). `g` must satisfy [`applies`].
 pub(crate) fn image(
     g: &ConvGeom,
     xt: &[f32],
@@ -49,7 +85,19 @@ pub(crate) fn image(
     ld: usize,
     partial: &mut [MaybeUninit<f32>],
 ) {
-    let v = vectors(g).expect("conv_wgrad::image: the kernel does not take this convolution");
+    let k = kernel(g).expect("conv_wgrad::image: no kernel takes this convolution");
+    image_with(k, g, xt, z, ld, partial);
+}
+
+/// [`image`] with the kernel `k`, which must be one [`kernel`] could pick here.
+fn image_with(
+    k: Kernel,
+    g: &ConvGeom,
+    xt: &[f32],
+    z: &[f32],
+    ld: usize,
+    partial: &mut [MaybeUninit<f32>],
+) {
     let (p, ck) = (g.p(), g.cout * g.k);
     assert!(xt.len() >= p * g.cin, "conv_wgrad: x^T too short");
     assert!(
@@ -61,18 +109,58 @@ pub(crate) fn image(
         g.k * ck * g.cin,
         "conv_wgrad: partial length"
     );
-    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-    // SAFETY: AVX-512F is available (`vectors` checked it); the buffer sizes were checked
-    // above and every block stays inside them (see `avx512::image`).
-    unsafe {
-        let args = (g, xt.as_ptr(), z.as_ptr(), ld, partial.as_mut_ptr().cast());
-        match v {
-            1 => avx512::image::<1, 8, 32, { 34 * 32 }>(args),
-            _ => avx512::image::<2, 4, 16, { 18 * 16 }>(args),
+    let big = (g.cin, g.h, g.w) == (16, 32, 32);
+    assert!(
+        big || (g.cin, g.h, g.w) == (32, 16, 16),
+        "conv_wgrad: not a shape the kernels are compiled for"
+    );
+    assert_eq!(
+        ld,
+        (g.h + 2) * g.w,
+        "conv_wgrad: z rows apart (compiled in)"
+    );
+    match k {
+        Kernel::Avx512 { v } => {
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            {
+                assert!(
+                    super::conv_direct::avx512_available() && ck.is_multiple_of(ACC / (3 * v)),
+                    "conv_wgrad: AVX-512 kernel not available or blocking does not fit"
+                );
+                let args = (g, xt.as_ptr(), z.as_ptr(), ld, partial.as_mut_ptr().cast());
+                // SAFETY: AVX-512F is available and the blocking fits (checked above); the
+                // buffer sizes were checked above and every block stays inside them (see
+                // `avx512::image`).
+                unsafe {
+                    match big {
+                        true => avx512::image::<1, 8, 32, { 34 * 32 }>(args),
+                        false => avx512::image::<2, 4, 16, { 18 * 16 }>(args),
+                    }
+                }
+            }
+            #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
+            unreachable!("conv_wgrad: Kernel::Avx512 {{ v: {v} }} without AVX-512")
+        }
+        Kernel::Avx2 => {
+            assert!(
+                avx2_available() && ck.is_multiple_of(2),
+                "conv_wgrad: AVX2 kernel not available or blocking does not fit"
+            );
+            #[cfg(target_arch = "x86_64")]
+            {
+                let args = (g, xt.as_ptr(), z.as_ptr(), ld, partial.as_mut_ptr().cast());
+                // SAFETY: AVX2 and FMA are available and the blocking fits (checked above);
+                // the buffer sizes were checked above and every block stays inside them
+                // (see `avx2::image`).
+                unsafe {
+                    match big {
+                        true => avx2::image::<32, { 34 * 32 }>(args),
+                        false => avx2::image::<16, { 18 * 16 }>(args),
+                    }
+                }
+            }
         }
     }
-    #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
-    unreachable!("conv_wgrad::vectors is None without AVX-512 ({v})")
 }
 
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
@@ -138,6 +226,67 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::ConvGeom;
+
+    /// Lanes per vector.
+    const L: usize = 8;
+    /// Vectors of input channels per block.
+    const V: usize = 2;
+    /// Rows of `z` per block (`3 * R` columns; `V * 3 * R` = 12 accumulators).
+    const R: usize = 2;
+
+    /// Every block of one image, as the AVX-512 kernel with 8-lane vectors.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; the buffers as checked by [`super::image_with`], 16 dividing
+    /// `cin`, 2 dividing `cout * 3`, `g.w == W`, `ld == LD`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn image<const W: usize, const LD: usize>(
+        (g, xt, z, ld, dst): (&ConvGeom, *const f32, *const f32, usize, *mut f32),
+    ) {
+        debug_assert!(g.w == W && ld == LD);
+        let (p, cin, ck) = (g.p(), g.cin, g.cout * g.k);
+        for ci0 in (0..cin).step_by(V * L) {
+            for j0 in (0..ck).step_by(R) {
+                let mut acc = [[[_mm256_setzero_ps(); V]; R]; 3];
+                // SAFETY: rows j0 .. j0 + R <= ck of `z`, each read at q + {0, W, 2W} <
+                // p + 2W <= LD, and x^T rows q < p at channels ci0 .. ci0 + 16 <= cin: all
+                // inside the buffers (see `super::image_with`).
+                unsafe {
+                    let zb = z.add(j0 * LD);
+                    for q in 0..p {
+                        let xq = xt.add(q * cin + ci0);
+                        let xv: [__m256; V] =
+                            std::array::from_fn(|u| _mm256_loadu_ps(xq.add(u * L)));
+                        let zq = zb.add(q);
+                        for r in 0..R {
+                            for (kh, acc) in acc.iter_mut().enumerate() {
+                                let b = _mm256_set1_ps(*zq.add(r * LD + kh * W));
+                                for u in 0..V {
+                                    acc[r][u] = _mm256_fmadd_ps(xv[u], b, acc[r][u]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (kh, acc) in acc.iter().enumerate() {
+                    for (r, acc) in acc.iter().enumerate() {
+                        for (u, &a) in acc.iter().enumerate() {
+                            let at = (kh * ck + j0 + r) * cin + ci0 + u * L;
+                            // SAFETY: at + 8 <= 3 * ck * cin, the partial's length.
+                            unsafe { _mm256_storeu_ps(dst.add(at), a) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::gemm::{sgemm, MatMut, MatRef};
@@ -152,35 +301,50 @@ mod tests {
     /// The shapes the kernel takes: `(cin, hw, cout)`.
     const SHAPES: [(usize, usize, usize); 3] = [(16, 32, 16), (32, 16, 32), (16, 32, 8)];
 
-    /// Bit for bit against the scalar twin: one chain of fused multiply-adds over the pixels
-    /// in order per element.
+    /// The kernels this CPU runs for `g` (AVX-512 and AVX2 where both run).
+    fn kernels_here(g: &ConvGeom) -> Vec<Kernel> {
+        let mut ks = Vec::new();
+        if let Some(k @ Kernel::Avx512 { .. }) = kernel(g) {
+            ks.push(k);
+        }
+        if avx2_available() && (g.cout * g.k).is_multiple_of(2) {
+            ks.push(Kernel::Avx2);
+        }
+        ks
+    }
+
+    /// Bit for bit against the scalar twin, with every kernel this CPU runs: one chain of
+    /// fused multiply-adds over the pixels in order per element.
     #[test]
     fn image_matches_scalar_twin() {
         for (i, (cin, hw, cout)) in SHAPES.into_iter().enumerate() {
             let g = ConvGeom::new(&[1, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
-            if vectors(&g).is_none() {
-                eprintln!("no AVX-512F here: the weight-gradient kernel is not tested");
+            let ks = kernels_here(&g);
+            if ks.is_empty() {
+                eprintln!("neither AVX-512F nor AVX2: the weight-gradient kernels are not tested");
                 return;
             }
             let (p, ck, ld) = (hw * hw, cout * 3, (hw + 2) * hw);
             let xt = values(cin * p, 2 * i as u64);
             let z = values(ck * ld, 2 * i as u64 + 1);
-            let mut dst = vec![MaybeUninit::new(f32::NAN); 3 * ck * cin];
-            image(&g, &xt, &z, ld, &mut dst);
-            for kh in 0..3 {
-                for j in 0..ck {
-                    for ci in 0..cin {
-                        let mut acc = 0f32;
-                        for q in 0..p {
-                            acc = xt[q * cin + ci].mul_add(z[j * ld + kh * hw + q], acc);
+            for k in ks {
+                let mut dst = vec![MaybeUninit::new(f32::NAN); 3 * ck * cin];
+                image_with(k, &g, &xt, &z, ld, &mut dst);
+                for kh in 0..3 {
+                    for j in 0..ck {
+                        for ci in 0..cin {
+                            let mut acc = 0f32;
+                            for q in 0..p {
+                                acc = xt[q * cin + ci].mul_add(z[j * ld + kh * hw + q], acc);
+                            }
+                            // SAFETY: written whole by `image_with`.
+                            let got = unsafe { dst[(kh * ck + j) * cin + ci].assume_init() };
+                            assert_eq!(
+                                got.to_bits(),
+                                acc.to_bits(),
+                                "{k:?} {cin} {hw} {cout}: {kh} {j} {ci}"
+                            );
                         }
-                        // SAFETY: written whole by `image`.
-                        let got = unsafe { dst[(kh * ck + j) * cin + ci].assume_init() };
-                        assert_eq!(
-                            got.to_bits(),
-                            acc.to_bits(),
-                            "{cin} {hw} {cout}: {kh} {j} {ci}"
-                        );
                     }
                 }
             }
@@ -197,7 +361,7 @@ mod tests {
             (64, 8, 8, 64),
         ] {
             let g = ConvGeom::new(&[1, cin, h, w], &[cout, cin, 3, 3], 1, 1).unwrap();
-            assert_eq!(vectors(&g), None, "{cin} {h} {w} {cout}");
+            assert_eq!(kernel(&g), None, "{cin} {h} {w} {cout}");
         }
     }
 
@@ -209,42 +373,41 @@ mod tests {
     fn kernel_speed() {
         for (cin, hw, cout) in SHAPES {
             let g = ConvGeom::new(&[1, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
-            if vectors(&g).is_none() {
-                return;
-            }
-            let (p, ck, ld) = (hw * hw, cout * 3, (hw + 2) * hw);
-            let (xt, z) = (values(cin * p, 1), values(ck * ld, 2));
-            let mut dst = vec![MaybeUninit::new(0f32); 3 * ck * cin];
-            let reps = 2000;
-            let flops = 2.0 * (cin * ck * 3 * p) as f64 * reps as f64;
-            for round in 0..3 {
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    image(&g, std::hint::black_box(&xt), &z, ld, &mut dst);
-                }
-                let kernel = flops / t.elapsed().as_secs_f64() / 1e9;
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    let xm = MatRef {
-                        data: &xt,
-                        rows: cin,
-                        cols: p,
-                        rs: 1,
-                        cs: cin,
-                    };
-                    for (kh, d) in dst.chunks_mut(ck * cin).enumerate() {
-                        let zt = MatRef {
-                            data: &z[kh * hw..],
-                            rows: p,
-                            cols: ck,
-                            rs: 1,
-                            cs: ld,
-                        };
-                        sgemm(MatMut::uninit(d, cin, ck, 1, cin), false, xm, zt);
+            for k in kernels_here(&g) {
+                let (p, ck, ld) = (hw * hw, cout * 3, (hw + 2) * hw);
+                let (xt, z) = (values(cin * p, 1), values(ck * ld, 2));
+                let mut dst = vec![MaybeUninit::new(0f32); 3 * ck * cin];
+                let reps = 2000;
+                let flops = 2.0 * (cin * ck * 3 * p) as f64 * reps as f64;
+                for round in 0..3 {
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        image_with(k, &g, std::hint::black_box(&xt), &z, ld, &mut dst);
                     }
+                    let rate = flops / t.elapsed().as_secs_f64() / 1e9;
+                    let t = std::time::Instant::now();
+                    for _ in 0..reps {
+                        let xm = MatRef {
+                            data: &xt,
+                            rows: cin,
+                            cols: p,
+                            rs: 1,
+                            cs: cin,
+                        };
+                        for (kh, d) in dst.chunks_mut(ck * cin).enumerate() {
+                            let zt = MatRef {
+                                data: &z[kh * hw..],
+                                rows: p,
+                                cols: ck,
+                                rs: 1,
+                                cs: ld,
+                            };
+                            sgemm(MatMut::uninit(d, cin, ck, 1, cin), false, xm, zt);
+                        }
+                    }
+                    let gemm = flops / t.elapsed().as_secs_f64() / 1e9;
+                    println!("{k:?} {cin}->{cout} at {hw}x{hw}, round {round}: kernel {rate:.1} GFLOP/s, gemm {gemm:.1}");
                 }
-                let gemm = flops / t.elapsed().as_secs_f64() / 1e9;
-                println!("{cin}->{cout} at {hw}x{hw}, round {round}: kernel {kernel:.1} GFLOP/s, gemm {gemm:.1}");
             }
         }
     }

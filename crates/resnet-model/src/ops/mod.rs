@@ -22,6 +22,9 @@
 //!   weight gradients at 32x32 / 16 channels and 16x16 / 32 channels run a kernel with 24
 //!   accumulators where the `gemm` crate has 6 or 12 (`conv_wgrad.rs`). Each output element
 //!   is one chain of fused multiply-adds in a fixed order, so thread counts change no bit.
+//!   On CPUs with AVX2 and FMA but no AVX-512 (or builds without the feature) their AVX2
+//!   twins run instead (`conv_direct_avx2.rs`, plain loads from a zero-padded copy of each
+//!   image; the AVX2 weight-gradient kernel with 12 accumulators), with the same bits.
 //! - Winograd F(2x2, 3x3) (`winograd.rs`) for the 3x3 stride-1 convolutions, forward and
 //!   both gradients (the backward as the transposed algorithm): 2.25x fewer multiplications,
 //!   but its 16 GEMMs per chunk are only `Cin` (16-64) deep and its transforms add memory
@@ -67,6 +70,7 @@ mod conv;
 mod conv_backward;
 mod conv_bn_eval;
 mod conv_direct;
+mod conv_direct_avx2;
 mod conv_same;
 mod conv_util;
 mod conv_wgrad;
