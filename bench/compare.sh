@@ -6,15 +6,15 @@
 #   bench/compare.sh                    # threads = RAYON_NUM_THREADS or nproc, 3 rounds
 #   THREADS=1 ROUNDS=5 ITERS=20 bench/compare.sh
 #   PEERS="eager compile" bench/compare.sh   # a subset of: eager channels_last compile
-#   OURS_FLAGS=--no-default-features bench/compare.sh   # ours with the AVX2 GEMM kernels only
+#   OURS_FLAGS=--no-default-features bench/compare.sh   # ours with the AVX2 kernels only
 #   RESNET_WINOGRAD=1 bench/compare.sh       # ours with the Winograd convolutions
 #   ISA=avx2 bench/compare.sh   # both sides capped at AVX2+FMA: an AVX2 machine, emulated
 #   TORCH_SUB_BATCH=64 bench/compare.sh   # PyTorch inference in sub-batches of 64, like ours
 #
 # ISA=avx2 on an AVX-512 machine builds ours with --no-default-features (the `gemm` crate's
-# AVX2+FMA kernels, and without our AVX-512 convolution kernels) and runs PyTorch with
-# ATEN_CPU_CAPABILITY=avx2 (ATen's vectorised kernels and the code inductor generates),
-# ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's JIT convolutions: `jit:avx2` instead of
+# AVX2+FMA kernels, and our AVX2 convolution kernels instead of the AVX-512 ones) and runs
+# PyTorch with ATEN_CPU_CAPABILITY=avx2 (ATen's vectorised kernels and the code inductor
+# generates), ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN's JIT convolutions: `jit:avx2` instead of
 # `jit:avx512_core` with ONEDNN_VERBOSE=1) and MKL_ENABLE_INSTRUCTIONS=AVX2 (MKL's GEMMs).
 # glibc's memcpy/memset keep their AVX-512 variants on both sides. The cache sizes, clock and
 # memory stay this machine's, so it approximates an AVX2 machine of the same core, no more.
@@ -44,10 +44,19 @@ case "$isa_cap" in
 esac
 isa="$(grep -o -w 'avx2\|fma\|avx512f\|avx512_bf16\|avx512_vnni\|amx_tile' /proc/cpuinfo | sort -u | xargs)"
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); ${isa:-no AVX2}), threads: $threads, ISA cap: $isa_cap"
-out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
-(cd "$root" && cargo bench --quiet -p resnet-model "${ours_flags[@]}" --bench throughput --no-run)
-ours() { (cd "$root" && RAYON_NUM_THREADS="$threads" cargo bench --quiet -p resnet-model "${ours_flags[@]}" --bench throughput -- --iters "$iters"); }
+scratch="$(mktemp -d)"
+out="$scratch/results"
+trap 'rm -rf "$scratch"' EXIT
+# Build ours once and run a copy of that binary in every round, so that an edit or a build
+# during the run cannot swap binaries between rounds (`cargo bench` would rebuild).
+built="$(cd "$root" && cargo bench --quiet -p resnet-model "${ours_flags[@]}" --bench throughput --no-run --message-format=json |
+    python3 -c 'import json, sys
+exes = [m["executable"] for m in map(json.loads, sys.stdin)
+        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "throughput" and m.get("executable")]
+print(exes[-1] if exes else "")')"
+if [ -z "$built" ]; then echo "could not find the throughput benchmark's binary" >&2; exit 1; fi
+cp "$built" "$scratch/throughput"
+ours() { RAYON_NUM_THREADS="$threads" "$scratch/throughput" --iters "$iters"; }
 theirs() {
     local extra=()
     case "$1" in
