@@ -22,7 +22,8 @@ pub(super) const CB: usize = 4;
 /// Lanes per vector.
 pub(super) const L: usize = 8;
 
-/// `true` when this CPU runs the kernel (x86-64 with AVX2 and FMA).
+/// `true` when this CPU runs the kernel (x86-64 with AVX2 and FMA); also for
+/// [`super::conv_wgrad`]'s AVX2 kernel.
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

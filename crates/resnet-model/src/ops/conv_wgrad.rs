@@ -34,6 +34,18 @@ enum Kernel {
     Avx2,
 }
 
+impl Kernel {
+    /// Whether this kernel runs on this CPU and its blocking fits `ck = cout * 3` columns.
+    fn runs_with(self, ck: usize) -> bool {
+        match self {
+            Kernel::Avx512 { v } => {
+                super::conv_direct::avx512_available() && ck.is_multiple_of(ACC / (v * 3))
+            }
+            Kernel::Avx2 => super::conv_direct_avx2::available() && ck.is_multiple_of(2),
+        }
+    }
+}
+
 /// The kernel for `g` on this CPU: AVX-512 where it runs and its blocking fits, else AVX2
 /// (`None` without either, or when `g` is not a 3x3 convolution at 32x32 with 16 input
 /// channels or 16x16 with 32, or `Cout * K` is not a multiple of the block's `z` rows).
@@ -48,22 +60,9 @@ fn kernel(g: &ConvGeom) -> Option<Kernel> {
         _ => return None,
     };
     let ck = g.cout * g.k;
-    if super::conv_direct::avx512_available() && ck.is_multiple_of(ACC / (v * 3)) {
-        return Some(Kernel::Avx512 { v });
-    }
-    (avx2_available() && ck.is_multiple_of(2)).then_some(Kernel::Avx2)
-}
-
-/// x86-64 with AVX2 and FMA.
-fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    [Kernel::Avx512 { v }, Kernel::Avx2]
+        .into_iter()
+        .find(|k| k.runs_with(ck))
 }
 
 /// `true` when a kernel here takes `g`'s weight gradient.
@@ -116,11 +115,11 @@ fn image_with(
         "conv_wgrad: z rows apart (compiled in)"
     );
     match k {
-        Kernel::Avx512 { v } => {
+        Kernel::Avx512 { .. } => {
             #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
             {
                 assert!(
-                    super::conv_direct::avx512_available() && ck.is_multiple_of(ACC / (3 * v)),
+                    k.runs_with(ck),
                     "conv_wgrad: AVX-512 kernel not available or blocking does not fit"
                 );
                 let args = (g, xt.as_ptr(), z.as_ptr(), ld, partial.as_mut_ptr().cast());
@@ -135,11 +134,11 @@ fn image_with(
                 }
             }
             #[cfg(not(all(target_arch = "x86_64", feature = "avx512")))]
-            unreachable!("conv_wgrad: Kernel::Avx512 {{ v: {v} }} without AVX-512")
+            unreachable!("conv_wgrad: {k:?} without AVX-512")
         }
         Kernel::Avx2 => {
             assert!(
-                avx2_available() && ck.is_multiple_of(2),
+                k.runs_with(ck),
                 "conv_wgrad: AVX2 kernel not available or blocking does not fit"
             );
             #[cfg(target_arch = "x86_64")]
@@ -310,7 +309,7 @@ mod tests {
         if let Some(k @ Kernel::Avx512 { .. }) = kernel(g) {
             ks.push(k);
         }
-        if avx2_available() && (g.cout * g.k).is_multiple_of(2) {
+        if Kernel::Avx2.runs_with(g.cout * g.k) {
             ks.push(Kernel::Avx2);
         }
         ks
