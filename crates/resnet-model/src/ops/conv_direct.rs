@@ -26,9 +26,11 @@ use std::mem::MaybeUninit;
 use super::channel::PlaneMoments;
 use super::conv::{per_image, Epilogue};
 use super::conv_direct_avx2 as avx2;
+use super::conv_winograd_avx2 as wino;
 use super::im2col::ConvGeom;
 #[cfg(test)]
 use super::storage::assume_init_mut;
+use super::storage::fused_winograd_on;
 
 /// Output channels per register block.
 const CB: usize = 8;
@@ -42,6 +44,9 @@ pub(crate) enum Isa {
     Avx512,
     /// 8-lane vectors on a zero-padded copy ([`super::conv_direct_avx2`]).
     Avx2,
+    /// Fused Winograd F(2x2, 3x3), 8 tiles per vector ([`super::conv_winograd_avx2`]): not
+    /// a direct convolution, the same interface.
+    Avx2Winograd,
 }
 
 impl Isa {
@@ -50,6 +55,7 @@ impl Isa {
         match self {
             Isa::Avx512 => CB,
             Isa::Avx2 => avx2::CB,
+            Isa::Avx2Winograd => wino::CB,
         }
     }
 
@@ -62,19 +68,36 @@ impl Isa {
                     g.p().is_multiple_of(L) && g.cout.is_multiple_of(CB) && avx512_available()
                 }
                 Isa::Avx2 => avx2::takes(g.w, g.cout) && avx2::available(),
+                Isa::Avx2Winograd => {
+                    wino::takes(g.cin, g.h, g.w, g.cout) && avx2::available() && fused_winograd_on()
+                }
             }
     }
 }
 
-/// The kernel for `g` on this CPU (AVX-512 where it runs, else AVX2), if any.
+/// The kernel for `g` on this CPU (AVX-512 where it runs, else AVX2: Winograd where it takes
+/// the shape, else direct), if any.
 fn isa_for(g: &ConvGeom) -> Option<Isa> {
-    [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.takes(g))
+    [Isa::Avx512, Isa::Avx2Winograd, Isa::Avx2]
+        .into_iter()
+        .find(|i| i.takes(g))
 }
 
 /// `true` when `g` is a 3x3, stride-1, padding-1 convolution a direct kernel takes on this
 /// CPU.
 pub(crate) fn applies(g: &ConvGeom) -> bool {
     isa_for(g).is_some()
+}
+
+/// The name of the kernel that runs `g` here ([`super::conv3x3_kernel`]), `"gemm"` where none
+/// does.
+pub(crate) fn kernel_name(g: &ConvGeom) -> &'static str {
+    match isa_for(g) {
+        Some(Isa::Avx512) => "avx512-direct",
+        Some(Isa::Avx2Winograd) => "avx2-winograd",
+        Some(Isa::Avx2) => "avx2-direct",
+        None => "gemm",
+    }
 }
 
 /// Whether the AVX-512 kernels can run here (`avx512` feature and AVX-512F); also for
@@ -99,7 +122,8 @@ pub(crate) struct Direct {
     h: usize,
     w: usize,
     /// `wd[((cb * cin + ci) * 9 + t) * B + c] = w[cb * B + c, ci, t / 3, t % 3]`, `B` =
-    /// `isa.cb()`.
+    /// `isa.cb()`; for [`Isa::Avx2Winograd`] the transformed weight of
+    /// [`super::conv_winograd_avx2::weights`].
     wd: Vec<f32>,
     /// AVX-512 only: `masks[v * 9 + t]`, the lanes of pixel vector `v` whose source for tap
     /// `t` is inside the plane.
@@ -131,16 +155,22 @@ impl Direct {
             "conv_direct: the {isa:?} kernel does not take {g:?}"
         );
         let (cin, cout, h, wd) = (g.cin, g.cout, g.h, g.w);
-        let b = isa.cb();
-        let mut wr = vec![0f32; w.len()];
-        for co in 0..cout {
-            for ci in 0..cin {
-                for t in 0..9 {
-                    let (cb, c) = (co / b, co % b);
-                    wr[((cb * cin + ci) * 9 + t) * b + c] = w[(co * cin + ci) * 9 + t];
+        let wr = match isa {
+            Isa::Avx2Winograd => wino::weights(w, cin, cout),
+            Isa::Avx512 | Isa::Avx2 => {
+                let b = isa.cb();
+                let mut wr = vec![0f32; w.len()];
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        for t in 0..9 {
+                            let (cb, c) = (co / b, co % b);
+                            wr[((cb * cin + ci) * 9 + t) * b + c] = w[(co * cin + ci) * 9 + t];
+                        }
+                    }
                 }
+                wr
             }
-        }
+        };
         let p = h * wd;
         let mut masks = vec![0u16; if isa == Isa::Avx512 { p / L * 9 } else { 0 }];
         for (v, m) in masks.chunks_mut(9).enumerate() {
@@ -176,6 +206,7 @@ impl Direct {
         assert_eq!(y.len(), self.cout * p, "conv_direct: output image length");
         match self.isa {
             Isa::Avx2 => avx2::image(self.cin, self.cout, self.h, self.w, &self.wd, x, y),
+            Isa::Avx2Winograd => wino::image(self.cin, self.cout, self.h, self.w, &self.wd, x, y),
             Isa::Avx512 => {
                 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
                 {
@@ -384,7 +415,7 @@ mod tests {
     #[test]
     #[ignore]
     fn kernel_speed() {
-        for isa in [Isa::Avx512, Isa::Avx2] {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Avx2Winograd] {
             for (cin, hw, cout) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 64)] {
                 let g = ConvGeom::new(&[1, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
                 if !isa.takes(&g) {

@@ -74,6 +74,7 @@ mod conv_direct_avx2;
 mod conv_same;
 mod conv_util;
 mod conv_wgrad;
+mod conv_winograd_avx2;
 mod custom;
 mod elementwise;
 mod gemm;
@@ -168,6 +169,26 @@ pub fn with_winograd<R>(on: bool, f: impl FnOnce() -> R) -> R {
 /// ```
 pub fn gemm_kernels() -> &'static str {
     gemm::kernels()
+}
+
+/// The kernel that runs the 3x3 stride-1 padding-1 convolutions of the CIFAR ResNets
+/// (forward and input gradient; e.g. 16 channels at 32x32) on the current thread:
+/// `"winograd-gemm"` ([`with_winograd`]), `"avx512-direct"` (AVX-512F and the `avx512`
+/// feature), `"avx2-winograd"` (AVX2+FMA: fused Winograd F(2x2, 3x3), `ops/conv_winograd_avx2.rs`;
+/// `RESNET_FUSED_WINOGRAD=0` at start-up switches it off), `"avx2-direct"` or `"gemm"`.
+///
+/// ```
+/// let k = resnet_model::ops::conv3x3_kernel();
+/// assert!(["winograd-gemm", "avx512-direct", "avx2-winograd", "avx2-direct", "gemm"].contains(&k));
+/// ```
+pub fn conv3x3_kernel() -> &'static str {
+    if storage::winograd_on() {
+        "winograd-gemm"
+    } else {
+        conv_direct::kernel_name(
+            &im2col::ConvGeom::new(&[1, 16, 32, 32], &[16, 16, 3, 3], 1, 1).expect("a valid shape"),
+        )
+    }
 }
 
 /// Whether this module's 3x3 stride-1 convolutions take the Winograd path on the current

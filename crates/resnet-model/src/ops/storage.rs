@@ -35,6 +35,14 @@ pub(crate) fn winograd_on() -> bool {
     })
 }
 
+/// Whether the AVX2 convolutions may use the fused Winograd kernel
+/// ([`super::conv_winograd_avx2`]): on unless the process was started with
+/// `RESNET_FUSED_WINOGRAD=0` (then the AVX2 direct kernel runs, as before).
+pub(crate) fn fused_winograd_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RESNET_FUSED_WINOGRAD").map_or(true, |v| v != "0"))
+}
+
 /// Runs `f` with gradient recording off for this module's ops on the current thread (see
 /// [`super::no_grad`]).
 pub(crate) fn with_no_grad<R>(f: impl FnOnce() -> R) -> R {
