@@ -17,7 +17,7 @@
 //! Each mode runs in its own process (the binary re-executes itself) so that the peak
 //! resident memory (`VmHWM`) is that of one workload. One line per mode, the same format as
 //! `bench/pytorch/bench_resnet.py`:
-//! `RESULT impl=... mode=train batch=128 threads=2 gemm=avx512f winograd=0 conv3x3=avx512-direct images_per_s=...
+//! `RESULT impl=... mode=train batch=128 threads=2 gemm=avx512f winograd=0 conv3x3=avx512-direct/avx512-winograd/avx512-winograd images_per_s=...
 //! gflops=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...` (`gemm`: the SGEMM
 //! micro-kernels in use, see `ops::gemm_kernels`; `gflops`: useful convolution and linear
 //! FLOPs per second, see `flops_per_image`; compare with the ops bench's `gemm peak` line).
@@ -222,7 +222,7 @@ fn report(dev: &Device, model: &ResNetModel, a: &Args, mode: &str, times: &[f64]
         resnet_model::ops::gemm_kernels(),
         gemm_pack,
         u8::from(resnet_model::ops::winograd_active()),
-        resnet_model::ops::conv3x3_kernel(),
+        resnet_model::ops::conv3x3_kernels(),
         1000.0 * median(&mut t),
         1000.0 * cpu / times.len() as f64,
         peak_rss_mib()

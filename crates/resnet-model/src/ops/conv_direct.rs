@@ -27,6 +27,7 @@ use super::channel::PlaneMoments;
 use super::conv::{per_image, Epilogue};
 use super::conv_direct_avx2 as avx2;
 use super::conv_winograd_avx2 as wino;
+use super::conv_winograd_avx512 as wino512;
 use super::im2col::ConvGeom;
 #[cfg(test)]
 use super::storage::assume_init_mut;
@@ -44,6 +45,8 @@ pub(crate) enum Isa {
     Avx512,
     /// 8-lane vectors on a zero-padded copy ([`super::conv_direct_avx2`]).
     Avx2,
+    /// Fused Winograd F(2x2, 3x3), 16 tiles per vector ([`super::conv_winograd_avx512`]).
+    Avx512Winograd,
     /// Fused Winograd F(2x2, 3x3), 8 tiles per vector ([`super::conv_winograd_avx2`]): not
     /// a direct convolution, the same interface.
     Avx2Winograd,
@@ -56,6 +59,7 @@ impl Isa {
             Isa::Avx512 => CB,
             Isa::Avx2 => avx2::CB,
             Isa::Avx2Winograd => wino::CB,
+            Isa::Avx512Winograd => wino512::CB,
         }
     }
 
@@ -68,6 +72,11 @@ impl Isa {
                     g.p().is_multiple_of(L) && g.cout.is_multiple_of(CB) && avx512_available()
                 }
                 Isa::Avx2 => avx2::takes(g.w, g.cout) && avx2::available(),
+                Isa::Avx512Winograd => {
+                    wino512::takes(g.cin, g.h, g.w, g.cout)
+                        && avx512_available()
+                        && fused_winograd_on()
+                }
                 Isa::Avx2Winograd => {
                     wino::takes(g.cin, g.h, g.w, g.cout) && avx2::available() && fused_winograd_on()
                 }
@@ -75,12 +84,17 @@ impl Isa {
     }
 }
 
-/// The kernel for `g` on this CPU (AVX-512 where it runs, else AVX2: Winograd where it takes
-/// the shape, else direct), if any.
+/// The kernel for `g` on this CPU (AVX-512 where it runs, else AVX2; for each, Winograd where
+/// it takes the shape, else direct), if any.
 fn isa_for(g: &ConvGeom) -> Option<Isa> {
-    [Isa::Avx512, Isa::Avx2Winograd, Isa::Avx2]
-        .into_iter()
-        .find(|i| i.takes(g))
+    [
+        Isa::Avx512Winograd,
+        Isa::Avx512,
+        Isa::Avx2Winograd,
+        Isa::Avx2,
+    ]
+    .into_iter()
+    .find(|i| i.takes(g))
 }
 
 /// `true` when `g` is a 3x3, stride-1, padding-1 convolution a direct kernel takes on this
@@ -89,10 +103,11 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
     isa_for(g).is_some()
 }
 
-/// The name of the kernel that runs `g` here ([`super::conv3x3_kernel`]), `"gemm"` where none
+/// The name of the kernel that runs `g` here ([`super::conv3x3_kernels`]), `"gemm"` where none
 /// does.
 pub(crate) fn kernel_name(g: &ConvGeom) -> &'static str {
     match isa_for(g) {
+        Some(Isa::Avx512Winograd) => "avx512-winograd",
         Some(Isa::Avx512) => "avx512-direct",
         Some(Isa::Avx2Winograd) => "avx2-winograd",
         Some(Isa::Avx2) => "avx2-direct",
@@ -122,7 +137,7 @@ pub(crate) struct Direct {
     h: usize,
     w: usize,
     /// `wd[((cb * cin + ci) * 9 + t) * B + c] = w[cb * B + c, ci, t / 3, t % 3]`, `B` =
-    /// `isa.cb()`; for [`Isa::Avx2Winograd`] the transformed weight of
+    /// `isa.cb()`; for [`Isa::Avx2Winograd`] and [`Isa::Avx512Winograd`] the transformed weight of
     /// [`super::conv_winograd_avx2::weights`].
     wd: Vec<f32>,
     /// AVX-512 only: `masks[v * 9 + t]`, the lanes of pixel vector `v` whose source for tap
@@ -156,7 +171,7 @@ impl Direct {
         );
         let (cin, cout, h, wd) = (g.cin, g.cout, g.h, g.w);
         let wr = match isa {
-            Isa::Avx2Winograd => wino::weights(w, cin, cout),
+            Isa::Avx2Winograd | Isa::Avx512Winograd => wino::weights(w, cin, cout, isa.cb()),
             Isa::Avx512 | Isa::Avx2 => {
                 let b = isa.cb();
                 let mut wr = vec![0f32; w.len()];
@@ -207,6 +222,9 @@ impl Direct {
         match self.isa {
             Isa::Avx2 => avx2::image(self.cin, self.cout, self.h, self.w, &self.wd, x, y),
             Isa::Avx2Winograd => wino::image(self.cin, self.cout, self.h, self.w, &self.wd, x, y),
+            Isa::Avx512Winograd => {
+                wino512::image(self.cin, self.cout, self.h, self.w, &self.wd, x, y)
+            }
             Isa::Avx512 => {
                 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
                 {
@@ -310,20 +328,7 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::conv_util::test_values as values;
 
     /// The scalar twin: the same chain of fused multiply-adds per output element (`(ci, kh,
     /// kw)` in order, a zero for a tap in the padding), so the same bits.
@@ -415,7 +420,12 @@ mod tests {
     #[test]
     #[ignore]
     fn kernel_speed() {
-        for isa in [Isa::Avx512, Isa::Avx2, Isa::Avx2Winograd] {
+        for isa in [
+            Isa::Avx512,
+            Isa::Avx512Winograd,
+            Isa::Avx2,
+            Isa::Avx2Winograd,
+        ] {
             for (cin, hw, cout) in [(3, 32, 16), (16, 32, 16), (32, 16, 32), (64, 8, 64)] {
                 let g = ConvGeom::new(&[1, cin, hw, hw], &[cout, cin, 3, 3], 1, 1).unwrap();
                 if !isa.takes(&g) {

@@ -180,6 +180,22 @@ unsafe fn transpose_8x8_tiles(src: &[f32], rows: usize, cols: usize, dst: &mut [
     }
 }
 
+/// Deterministic pseudo-random values in [-1, 1) (for the kernels' unit tests).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

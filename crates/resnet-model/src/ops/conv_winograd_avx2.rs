@@ -34,7 +34,20 @@ pub(super) const CB: usize = 4;
 /// Tiles per vector.
 const L: usize = 8;
 /// Positions of the 4x4 Winograd domain.
-const XI: usize = 16;
+pub(super) const XI: usize = 16;
+/// Extra elements between the `V` (and `M`) rows of consecutive Winograd positions: without
+/// them a row is a multiple of 4 KiB at some shapes (32 channels x 2 vectors of 16 tiles),
+/// and the 16 stores of a transform alias in L1 and in the store-to-load forwarding checks.
+pub(super) const SKEW: usize = 16;
+
+/// The length of a `V` or `M` scratch buffer for `ch` channels of `tiles` tiles.
+pub(super) fn scratch_len(ch: usize, tiles: usize) -> usize {
+    XI * (ch * tiles + SKEW)
+}
+
+/// Tile vectors per block: `P * CB` accumulators (with 3 x 4, the 16th register made LLVM
+/// spill an accumulator in the channel sum's loop, 30% slower).
+const P: usize = 2;
 
 /// Input channels below which the direct kernel is as fast (the transforms are paid per
 /// input and output channel, the saving per pair: the 3-channel stem stays direct).
@@ -45,15 +58,22 @@ const MIN_CIN: usize = 8;
 pub(super) fn takes(cin: usize, h: usize, w: usize, cout: usize) -> bool {
     let rows = h > 0 && h.is_multiple_of(2);
     let cols = (w > 0 && w.is_multiple_of(2 * L)) || (w == L && h.is_multiple_of(4));
-    cin >= MIN_CIN && rows && cols && cout.is_multiple_of(CB)
+    takes_channels(cin, cout, CB) && rows && cols
 }
 
-/// The transformed weight `U = G g G^T` of `w` (`[cout, cin, 3, 3]`), grouped for the kernel:
-/// `u[((xi * (cout / CB) + cb) * cin + ci) * CB + c]` is position `xi` of `U[cb * CB + c, ci]`.
-pub(super) fn weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
-    assert_eq!(w.len(), cout * cin * 9, "conv_winograd_avx2: weight length");
-    assert!(cout.is_multiple_of(CB), "conv_winograd_avx2: cout % {CB}");
-    let ncb = cout / CB;
+/// The channel condition of this kernel and its AVX-512 twin (blocks of `b` output channels).
+pub(super) fn takes_channels(cin: usize, cout: usize, b: usize) -> bool {
+    cin >= MIN_CIN && cout.is_multiple_of(b)
+}
+
+/// The transformed weight `U = G g G^T` of `w` (`[cout, cin, 3, 3]`), grouped for a kernel
+/// with blocks of `b` output channels (this file's [`CB`], or
+/// [`super::conv_winograd_avx512`]'s): `u[((xi * (cout / b) + cb) * cin + ci) * b + c]` is
+/// position `xi` of `U[cb * b + c, ci]`.
+pub(super) fn weights(w: &[f32], cin: usize, cout: usize, b: usize) -> Vec<f32> {
+    assert_eq!(w.len(), cout * cin * 9, "conv_winograd: weight length");
+    assert!(cout.is_multiple_of(b), "conv_winograd: cout % {b}");
+    let ncb = cout / b;
     let mut u = vec![0f32; XI * cout * cin];
     for co in 0..cout {
         for ci in 0..cin {
@@ -76,8 +96,8 @@ pub(super) fn weights(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
                     r[2],
                 ];
                 for (j, v) in row.into_iter().enumerate() {
-                    let (cb, c) = (co / CB, co % CB);
-                    u[(((i * 4 + j) * ncb + cb) * cin + ci) * CB + c] = v;
+                    let (cb, c) = (co / b, co % b);
+                    u[(((i * 4 + j) * ncb + cb) * cin + ci) * b + c] = v;
                 }
             }
         }
@@ -96,6 +116,23 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f(xp, v, m)` on this thread's scratch: `xp` the split padded copy of the image `x`
+/// ([`pad`]), `v` and `m` buffers of `v_len` and `m_len` elements (contents unspecified).
+pub(super) fn with_scratch<R>(
+    x: &[f32],
+    (cin, h, w): (usize, usize, usize),
+    v_len: usize,
+    m_len: usize,
+    f: impl FnOnce(&[f32], &mut [f32], &mut [f32]) -> R,
+) -> R {
+    SCRATCH.with_borrow_mut(|s| {
+        pad(x, cin, h, w, &mut s.xp);
+        s.v.resize(v_len, 0.0);
+        s.m.resize(m_len, 0.0);
+        f(&s.xp, &mut s.v[..v_len], &mut s.m[..m_len])
+    })
 }
 
 /// Copies the `cin` planes of `x` (`h x w` each) into `out` as zero-padded planes of
@@ -175,34 +212,39 @@ pub(super) fn image(
         XI * cout * cin,
         "conv_winograd_avx2: weight length"
     );
-    SCRATCH.with_borrow_mut(|s| {
-        pad(x, cin, h, w, &mut s.xp);
-        s.v.resize(XI * cin * kernel::P * L, 0.0);
-        s.m.resize(XI * cout * kernel::P * L, 0.0);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX2 and FMA are available, the shape is taken and every length was checked
-        // above; the scratch buffers have the sizes the kernel indexes.
-        unsafe {
-            kernel::image(
-                cin,
-                cout,
-                h,
-                w,
-                u,
-                s.xp.as_ptr(),
-                s.v.as_mut_ptr(),
-                s.m.as_mut_ptr(),
-                y.as_mut_ptr().cast(),
-            )
-        };
-    });
+    with_scratch(
+        x,
+        (cin, h, w),
+        scratch_len(cin, P * L),
+        scratch_len(cout, P * L),
+        |xp, v, m| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX2 and FMA are available, the shape is taken and every length was checked
+            // above; the scratch buffers have the sizes the kernel indexes.
+            unsafe {
+                kernel::image(
+                    cin,
+                    cout,
+                    h,
+                    w,
+                    u,
+                    xp.as_ptr(),
+                    v.as_mut_ptr(),
+                    m.as_mut_ptr(),
+                    y.as_mut_ptr().cast(),
+                )
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (u, xp, v, m, y);
+        },
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use std::arch::x86_64::*;
 
-    use super::{CB, L, XI};
+    use super::{CB, L, P, SKEW, XI};
 
     /// Splits the first multiple of 16 elements of `row` into `evens` and `odds` (see
     /// [`super::split`]) and returns how many pairs it did.
@@ -228,10 +270,6 @@ mod kernel {
         }
         8 * n
     }
-
-    /// Tile vectors per block: `P * CB` accumulators (with 3 x 4, the 16th register made LLVM
-    /// spill an accumulator in the channel sum's loop, 30% slower).
-    pub(super) const P: usize = 2;
 
     /// The shape of one call.
     #[derive(Clone, Copy)]
@@ -270,7 +308,7 @@ mod kernel {
     ///
     /// # Safety
     /// AVX2 and FMA available; `xp` holds the `cin` split padded planes of [`super::pad`],
-    /// `v` `XI * cin * P * L` elements, `m` `XI * cout * P * L`, `y` `cout * h * w`, `u`
+    /// `v` `scratch_len(cin, P * L)` elements, `m` `scratch_len(cout, P * L)`, `y` `cout * h * w`, `u`
     /// `XI * cout * cin`; the shape satisfies [`super::takes`].
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
@@ -346,6 +384,8 @@ mod kernel {
     ) {
         let offs: [([usize; 2], [usize; 2]); N] = std::array::from_fn(|j| s.offsets(v0 + j));
         let odd = s.tw + 1;
+        // elements per Winograd position in `v` and `m` (see [`SKEW`])
+        let (vs, ms) = (s.cin * N * L + SKEW, s.cout * N * L + SKEW);
         // V[((xi * cin + ci) * N + j) * L + lane]
         for ci in 0..s.cin {
             // SAFETY: ci < cin, so the plane lies inside `xp`.
@@ -380,7 +420,7 @@ mod kernel {
                     for (k, r) in row.into_iter().enumerate() {
                         let xi = i * 4 + k;
                         // SAFETY: xi < XI, ci < cin, j < N <= P: inside `v`.
-                        unsafe { _mm256_storeu_ps(v.add(((xi * s.cin + ci) * N + j) * L), r) };
+                        unsafe { _mm256_storeu_ps(v.add(xi * vs + (ci * N + j) * L), r) };
                     }
                 }
             }
@@ -389,7 +429,7 @@ mod kernel {
         let ncb = s.cout / CB;
         for xi in 0..XI {
             // SAFETY: inside `v` (see above).
-            let vx = unsafe { v.add(xi * s.cin * N * L) };
+            let vx = unsafe { v.add(xi * vs) };
             for cb in 0..ncb {
                 let ub = &u[(xi * ncb + cb) * s.cin * CB..][..s.cin * CB];
                 let mut acc = [[_mm256_setzero_ps(); CB]; N];
@@ -409,7 +449,7 @@ mod kernel {
                     for (c, &a) in acc.iter().enumerate() {
                         let co = cb * CB + c;
                         // SAFETY: xi < XI, co < cout, j < N <= P: inside `m`.
-                        unsafe { _mm256_storeu_ps(m.add(((xi * s.cout + co) * N + j) * L), a) };
+                        unsafe { _mm256_storeu_ps(m.add(xi * ms + (co * N + j) * L), a) };
                     }
                 }
             }
@@ -420,8 +460,7 @@ mod kernel {
             let yp = unsafe { y.add(co * s.p) };
             for (j, &(_, [lo, hi])) in offs.iter().enumerate() {
                 // SAFETY: inside `m` (see above).
-                let mm =
-                    |xi: usize| unsafe { _mm256_loadu_ps(m.add(((xi * s.cout + co) * N + j) * L)) };
+                let mm = |xi: usize| unsafe { _mm256_loadu_ps(m.add(xi * ms + (co * N + j) * L)) };
                 // A^T M: over rows, column by column
                 let cols: [[__m256; 2]; 4] = std::array::from_fn(|k| {
                     let (m0, m1, m2, m3) = (mm(k), mm(4 + k), mm(8 + k), mm(12 + k));
@@ -454,29 +493,23 @@ mod kernel {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_util {
+    //! The scalar twin and the exact convolution, for this file's and
+    //! [`super::super::conv_winograd_avx512`]'s tests.
 
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use super::{weights, XI};
 
     /// The scalar twin: per tile the same transforms in the same order and the same chain of
     /// fused multiply-adds over `ci`, so the same bits.
-    fn slow(cin: usize, cout: usize, h: usize, w: usize, wt: &[f32], x: &[f32]) -> Vec<f32> {
-        let u = weights(wt, cin, cout);
-        let ncb = cout / CB;
+    pub(crate) fn twin(
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        wt: &[f32],
+        x: &[f32],
+    ) -> Vec<f32> {
+        let u = weights(wt, cin, cout, 1);
         let at = |ci: usize, r: isize, c: isize| {
             if r >= 0 && r < h as isize && c >= 0 && c < w as isize {
                 x[ci * h * w + r as usize * w + c as usize]
@@ -510,9 +543,8 @@ mod tests {
                 }
                 for co in 0..cout {
                     let mm: [f32; XI] = std::array::from_fn(|xi| {
-                        let (cb, c) = (co / CB, co % CB);
                         (0..cin).fold(0f32, |acc, ci| {
-                            vt[ci][xi].mul_add(u[((xi * ncb + cb) * cin + ci) * CB + c], acc)
+                            vt[ci][xi].mul_add(u[(xi * cout + co) * cin + ci], acc)
                         })
                     });
                     for a in 0..2 {
@@ -534,8 +566,15 @@ mod tests {
         y
     }
 
-    /// The direct convolution in f64.
-    fn exact(cin: usize, cout: usize, h: usize, w: usize, wt: &[f32], x: &[f32]) -> Vec<f64> {
+    /// The direct convolution in f64 (`[cout, h * w]`).
+    pub(crate) fn exact(
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        wt: &[f32],
+        x: &[f32],
+    ) -> Vec<f64> {
         let mut y = vec![0f64; cout * h * w];
         for co in 0..cout {
             for r in 0..h as isize {
@@ -557,6 +596,13 @@ mod tests {
         }
         y
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{exact, twin};
+    use super::*;
+    use crate::ops::conv_util::test_values as values;
 
     const SHAPES: [(usize, usize, usize, usize); 7] = [
         (16, 32, 32, 16),
@@ -581,10 +627,10 @@ mod tests {
             let x = values(cin * h * w, 2 * i as u64);
             let wt = values(cout * cin * 9, 2 * i as u64 + 1);
             let mut y = vec![MaybeUninit::new(f32::NAN); cout * h * w];
-            image(cin, cout, h, w, &weights(&wt, cin, cout), &x, &mut y);
+            image(cin, cout, h, w, &weights(&wt, cin, cout, CB), &x, &mut y);
             // SAFETY: written whole by `image` (NaN would show otherwise).
             let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
-            let want = slow(cin, cout, h, w, &wt, &x);
+            let want = twin(cin, cout, h, w, &wt, &x);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&y), bits(&want), "cin {cin} h {h} w {w} cout {cout}");
             let ex = exact(cin, cout, h, w, &wt, &x);

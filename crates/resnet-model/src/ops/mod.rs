@@ -25,11 +25,16 @@
 //!   On CPUs with AVX2 and FMA but no AVX-512 (or builds without the feature) their AVX2
 //!   twins run instead (`conv_direct_avx2.rs`, plain loads from a zero-padded copy of each
 //!   image; the AVX2 weight-gradient kernel with 12 accumulators), with the same bits.
-//! - Winograd F(2x2, 3x3) (`winograd.rs`) for the 3x3 stride-1 convolutions, forward and
-//!   both gradients (the backward as the transposed algorithm): 2.25x fewer multiplications,
-//!   but its 16 GEMMs per chunk are only `Cin` (16-64) deep and its transforms add memory
-//!   passes, so on the machines measured so far it is slower than the direct path and is off
-//!   by default ([`with_winograd`], `RESNET_WINOGRAD=1`).
+//! - Fused Winograd F(2x2, 3x3) for the forward and input gradient of those convolutions
+//!   where it pays (`conv_winograd_avx2.rs`: from 8 input channels; `conv_winograd_avx512.rs`:
+//!   from 32): per image and block of tiles, the input transform, 16 register-blocked channel
+//!   sums and the output transform stay in L1/L2 (2.25x fewer multiplications). Both give the
+//!   same bits; `RESNET_FUSED_WINOGRAD=0` switches them off ([`conv3x3_kernels`] says which
+//!   kernel runs).
+//! - Winograd F(2x2, 3x3) as GEMMs over chunks of images (`winograd.rs`), forward and
+//!   both gradients (the backward as the transposed algorithm): its 16 GEMMs per chunk are
+//!   only `Cin` (16-64) deep and its transforms add memory passes, so it is slower than the
+//!   direct and fused paths and is off by default ([`with_winograd`], `RESNET_WINOGRAD=1`).
 //! - BatchNorm: two passes forward (statistics, normalise + ReLU) and two backward
 //!   (reductions, input gradient), per-channel sums in a fixed order.
 //!   [`batch_norm_train_synced`] is its synchronized (multi-process) variant, with the
@@ -75,6 +80,7 @@ mod conv_same;
 mod conv_util;
 mod conv_wgrad;
 mod conv_winograd_avx2;
+mod conv_winograd_avx512;
 mod custom;
 mod elementwise;
 mod gemm;
@@ -171,24 +177,29 @@ pub fn gemm_kernels() -> &'static str {
     gemm::kernels()
 }
 
-/// The kernel that runs the 3x3 stride-1 padding-1 convolutions of the CIFAR ResNets
-/// (forward and input gradient; e.g. 16 channels at 32x32) on the current thread:
-/// `"winograd-gemm"` ([`with_winograd`]), `"avx512-direct"` (AVX-512F and the `avx512`
-/// feature), `"avx2-winograd"` (AVX2+FMA: fused Winograd F(2x2, 3x3), `ops/conv_winograd_avx2.rs`;
-/// `RESNET_FUSED_WINOGRAD=0` at start-up switches it off), `"avx2-direct"` or `"gemm"`.
+/// The kernels that run the 3x3 stride-1 padding-1 convolutions of the CIFAR ResNets on the
+/// current thread (forward and input gradient), for the three stages (16 channels at 32x32,
+/// 32 at 16x16, 64 at 8x8), joined by `/`. Each is `"winograd-gemm"` ([`with_winograd`]);
+/// with AVX-512F and the `avx512` feature `"avx512-winograd"` (fused Winograd F(2x2, 3x3),
+/// `ops/conv_winograd_avx512.rs`; from 32 input channels) or `"avx512-direct"`; with
+/// AVX2+FMA `"avx2-winograd"` (`ops/conv_winograd_avx2.rs`) or `"avx2-direct"`; else
+/// `"gemm"`. The environment variable `RESNET_FUSED_WINOGRAD=0` at start-up switches the
+/// fused Winograd kernels off (the direct ones run).
 ///
 /// ```
-/// let k = resnet_model::ops::conv3x3_kernel();
-/// assert!(["winograd-gemm", "avx512-direct", "avx2-winograd", "avx2-direct", "gemm"].contains(&k));
+/// let k = resnet_model::ops::conv3x3_kernels();
+/// let all = ["winograd-gemm", "avx512-winograd", "avx512-direct", "avx2-winograd", "avx2-direct", "gemm"];
+/// assert!(k.split('/').all(|s| all.contains(&s)), "{k}");
 /// ```
-pub fn conv3x3_kernel() -> &'static str {
-    if storage::winograd_on() {
-        "winograd-gemm"
-    } else {
-        conv_direct::kernel_name(
-            &im2col::ConvGeom::new(&[1, 16, 32, 32], &[16, 16, 3, 3], 1, 1).expect("a valid shape"),
-        )
-    }
+pub fn conv3x3_kernels() -> String {
+    let stage = |c: usize, hw: usize| {
+        if storage::winograd_on() {
+            return "winograd-gemm";
+        }
+        let g = im2col::ConvGeom::new(&[1, c, hw, hw], &[c, c, 3, 3], 1, 1);
+        g.map_or("gemm", |g| conv_direct::kernel_name(&g))
+    };
+    [stage(16, 32), stage(32, 16), stage(64, 8)].join("/")
 }
 
 /// Whether this module's 3x3 stride-1 convolutions take the Winograd path on the current
