@@ -6,25 +6,27 @@
 //! [`weights`]) and `V = B^T d B` per input channel and 4x4 input window `d`. Unlike
 //! [`super::winograd`], which runs the 16 channel sums as GEMMs over whole chunks of images
 //! (and loses to the direct kernels: shallow GEMMs and extra memory passes), everything here
-//! happens per image and per block of 24 tiles, in L1/L2:
+//! happens per image and per block of 16 tiles, in L1/L2:
 //! 1. the image is copied once into zero-padded planes split into even and odd columns
 //!    ([`pad`]), so that the window element `(i, j)` of 8 horizontally adjacent tiles is one
 //!    plain 8-lane load (lanes = tiles);
-//! 2. per block of up to `P` = 3 tile vectors: the input transform of every input channel
+//! 2. per block of up to `P` = 2 tile vectors: the input transform of every input channel
 //!    (32 additions per window), then for each of the 16 Winograd positions a register-blocked
-//!    channel sum (`P` tile vectors x [`CB`] = 4 output channels = 12 accumulators, one chain
+//!    channel sum (`P` tile vectors x [`CB`] = 4 output channels = 8 accumulators, one chain
 //!    of fused multiply-adds over `ci` from zero), then the output transform (24 additions
-//!    per tile) straight into the output planes.
+//!    per tile) straight into the output planes, interleaved back into pixel order.
 //!
-//! Widths: a row of tiles must fill whole vectors (`w` a multiple of 16), or be half a vector
-//! (`w` = 8, two tile rows per vector, `h` a multiple of 4); `h` even; `cout` a multiple of 4.
-//! That is every 3x3 stride-1 convolution of the CIFAR ResNets (32x32, 16x16, 8x8 planes).
+//! Shapes: a row of tiles must fill whole vectors (`w` a multiple of 16), or be half a vector
+//! (`w` = 8, two tile rows per vector, `h` a multiple of 4); `h` even; `cout` a multiple of 4;
+//! at least 8 input channels. That is every 3x3 stride-1 convolution of the CIFAR ResNets
+//! (32x32, 16x16, 8x8 planes) but the 3-channel stem.
 //!
 //! The arithmetic of every output element is fixed by the shapes (transforms in a fixed order,
 //! the channel sums over `ci` in order), so results do not depend on the number of threads;
-//! the scalar twin in the tests gives the same bits. They differ from the direct kernels' by
-//! rounding (the transforms' coefficients are 0, ±1 and ±1/2; the error stays inside the
-//! tolerance of the convolution tests and the PyTorch fixtures).
+//! the scalar twin (`test_util::twin`, for the tests) and the AVX-512 kernel give the same
+//! bits. They differ from the direct kernels' by rounding (the transforms' coefficients are 0,
+//! ±1 and ±1/2; the error stays inside the tolerance of the convolution tests and the PyTorch
+//! fixtures).
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
