@@ -79,28 +79,10 @@ pub(super) fn weights(w: &[f32], cin: usize, cout: usize, b: usize) -> Vec<f32> 
     let mut u = vec![0f32; XI * cout * cin];
     for co in 0..cout {
         for ci in 0..cin {
-            let g = &w[(co * cin + ci) * 9..][..9];
-            // G g: 4 x 3, column by column
-            let mut r = [[0f32; 3]; 4];
-            for k in 0..3 {
-                let (g0, g1, g2) = (g[k], g[3 + k], g[6 + k]);
-                r[0][k] = g0;
-                r[1][k] = 0.5 * (g0 + g1 + g2);
-                r[2][k] = 0.5 * (g0 - g1 + g2);
-                r[3][k] = g2;
-            }
-            // (G g) G^T: 4 x 4
-            for (i, r) in r.iter().enumerate() {
-                let row = [
-                    r[0],
-                    0.5 * (r[0] + r[1] + r[2]),
-                    0.5 * (r[0] - r[1] + r[2]),
-                    r[2],
-                ];
-                for (j, v) in row.into_iter().enumerate() {
-                    let (cb, c) = (co / b, co % b);
-                    u[(((i * 4 + j) * ncb + cb) * cin + ci) * b + c] = v;
-                }
+            let t = super::winograd::kernel_transform(&w[(co * cin + ci) * 9..][..9]);
+            let (cb, c) = (co / b, co % b);
+            for (xi, v) in t.into_iter().enumerate() {
+                u[((xi * ncb + cb) * cin + ci) * b + c] = v;
             }
         }
     }

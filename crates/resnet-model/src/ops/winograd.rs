@@ -126,6 +126,27 @@ fn chunk(g: &ConvGeom, t: &Tiles) -> usize {
     (CHUNK_BUDGET / (XI * g.cin.max(g.cout) * t.per_img()).max(1)).clamp(1, g.n.max(1))
 }
 
+/// `G g G^T` of one 3x3 kernel `g` (row-major), row-major over the 4x4 positions `ξ`; also
+/// for [`super::conv_winograd_avx2::weights`].
+pub(super) fn kernel_transform(g: &[f32]) -> [f32; XI] {
+    // rows: G g (4x3)
+    let mut r = [[0f32; 3]; 4];
+    for c in 0..3 {
+        let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
+        r[0][c] = a;
+        r[1][c] = 0.5 * (a + b + d);
+        r[2][c] = 0.5 * (a - b + d);
+        r[3][c] = d;
+    }
+    // columns: (G g) G^T (4x4)
+    let mut u = [0f32; XI];
+    for (i, row) in r.iter().enumerate() {
+        let [a, b, d] = *row;
+        u[i * 4..][..4].copy_from_slice(&[a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]);
+    }
+    u
+}
+
 /// `U[ξ][co][ci] = (G g[co, ci] G^T)[ξ]` for the weight `[cout, cin, 3, 3]`; with
 /// `transpose`, laid out `[ξ][ci][co]` instead.
 fn weight_transform(g: &ConvGeom, w: &[f32], transpose: bool) -> Vec<f32> {
@@ -133,28 +154,14 @@ fn weight_transform(g: &ConvGeom, w: &[f32], transpose: bool) -> Vec<f32> {
     let mut u = vec![0f32; XI * cin * cout];
     for co in 0..cout {
         for ci in 0..cin {
-            let k = &w[(co * cin + ci) * 9..][..9];
-            // rows: G g (4x3)
-            let mut r = [[0f32; 3]; 4];
-            for c in 0..3 {
-                let (a, b, d) = (k[c], k[3 + c], k[6 + c]);
-                r[0][c] = a;
-                r[1][c] = 0.5 * (a + b + d);
-                r[2][c] = 0.5 * (a - b + d);
-                r[3][c] = d;
-            }
-            // columns: (G g) G^T (4x4)
-            for (i, row) in r.iter().enumerate() {
-                let [a, b, d] = *row;
-                let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                for (j, &v) in vals.iter().enumerate() {
-                    let at = if transpose {
-                        ci * cout + co
-                    } else {
-                        co * cin + ci
-                    };
-                    u[(i * 4 + j) * cin * cout + at] = v;
-                }
+            let at = if transpose {
+                ci * cout + co
+            } else {
+                co * cin + ci
+            };
+            let t = kernel_transform(&w[(co * cin + ci) * 9..][..9]);
+            for (xi, v) in t.into_iter().enumerate() {
+                u[xi * cin * cout + at] = v;
             }
         }
     }
