@@ -122,7 +122,7 @@ for mode in ("train", "infer"):
         print(f"RATIO mode={mode} batch={best_o['batch']} threads={best_o['threads']} "
               f"isa_cap={os.environ.get('ISA_CAP', 'native')} "
               f"gemm={best_o.get('gemm', '?')} winograd={best_o.get('winograd', '?')} "
-              f"conv3x3={best_o.get('conv3x3', '?')} "
+              f"conv3x3={best_o.get('conv3x3', '?')} wgrad={best_o.get('wgrad', '?')} "
               f"peer=pytorch-{best_t.get('version', '?')}-{peer} "
               f"rounds=[{' '.join(f'{x:.2f}' for x in ratios)}] "
               f"median_ratio={statistics.median(ratios):.2f} "

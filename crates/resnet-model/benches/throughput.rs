@@ -17,7 +17,7 @@
 //! Each mode runs in its own process (the binary re-executes itself) so that the peak
 //! resident memory (`VmHWM`) is that of one workload. One line per mode, the same format as
 //! `bench/pytorch/bench_resnet.py`:
-//! `RESULT impl=... mode=train batch=128 threads=2 gemm=avx512f winograd=0 conv3x3=avx512-direct/avx512-winograd/avx512-winograd images_per_s=...
+//! `RESULT impl=... mode=train batch=128 threads=2 gemm=avx512f winograd=0 conv3x3=avx512-direct/avx512-winograd/avx512-winograd wgrad=avx512-winograd/avx512-winograd/avx512-winograd images_per_s=...
 //! gflops=... step_ms=... cpu_ms_per_step=... peak_rss_mib=...` (`gemm`: the SGEMM
 //! micro-kernels in use, see `ops::gemm_kernels`; `gflops`: useful convolution and linear
 //! FLOPs per second, see `flops_per_image`; compare with the ops bench's `gemm peak` line).
@@ -216,13 +216,14 @@ fn report(dev: &Device, model: &ResNetModel, a: &Args, mode: &str, times: &[f64]
     let device = if dev.is_cuda() { " device=cuda" } else { "" };
     println!(
         "RESULT impl=candle-resnet-model{device} mode={mode} batch={batch} threads={} \
-         gemm={} gemm_pack={} winograd={} conv3x3={} images_per_s={images_per_s:.1} gflops={gflops:.1} step_ms={:.1} \
+         gemm={} gemm_pack={} winograd={} conv3x3={} wgrad={} images_per_s={images_per_s:.1} gflops={gflops:.1} step_ms={:.1} \
          cpu_ms_per_step={:.0} peak_rss_mib={:.0}",
         rayon::current_num_threads(),
         resnet_model::ops::gemm_kernels(),
         gemm_pack,
         u8::from(resnet_model::ops::winograd_active()),
         resnet_model::ops::conv3x3_kernels(),
+        resnet_model::ops::conv3x3_wgrad_kernels(),
         1000.0 * median(&mut t),
         1000.0 * cpu / times.len() as f64,
         peak_rss_mib()

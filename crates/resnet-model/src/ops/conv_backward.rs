@@ -24,6 +24,9 @@ pub(crate) fn backward(
     if super::winograd::applies(g) {
         return Some(super::winograd::backward(g, x, dy, w));
     }
+    if super::conv_winograd_wgrad::applies(g) {
+        return Some(super::conv_winograd_wgrad::backward(g, x, dy, w));
+    }
     if super::conv_same::applies_backward(g) {
         return super::conv_same::backward(g, x, dy, w);
     }

@@ -70,6 +70,15 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
     kernel(g).is_some()
 }
 
+/// The name of the kernel that takes `g`'s weight gradient here
+/// ([`super::conv3x3_wgrad_kernels`]), `None` where none does.
+pub(crate) fn kernel_name(g: &ConvGeom) -> Option<&'static str> {
+    kernel(g).map(|k| match k {
+        Kernel::Avx512 { .. } => "avx512-direct",
+        Kernel::Avx2 => "avx2-direct",
+    })
+}
+
 /// Writes one image's whole `partial` (`[kh'][(co, kw')][ci]`, `3 * cout * 3 * cin`
 /// elements) from `xt` (`x` transposed, `[p][cin]`) and `z` (`[(co, kw')][z_rows][w]`,
 /// `ld = z_rows * w` apart). `g` must satisfy [`applies`].

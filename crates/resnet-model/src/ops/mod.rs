@@ -81,6 +81,7 @@ mod conv_util;
 mod conv_wgrad;
 mod conv_winograd_avx2;
 mod conv_winograd_avx512;
+mod conv_winograd_wgrad;
 mod custom;
 mod elementwise;
 mod gemm;
@@ -198,6 +199,40 @@ pub fn conv3x3_kernels() -> String {
         }
         let g = im2col::ConvGeom::new(&[1, c, hw, hw], &[c, c, 3, 3], 1, 1);
         g.map_or("gemm", |g| conv_direct::kernel_name(&g))
+    };
+    [stage(16, 32), stage(32, 16), stage(64, 8)].join("/")
+}
+
+/// The kernels that compute the weight gradients of the same convolutions as
+/// [`conv3x3_kernels`], per stage, joined by `/`: `"winograd-gemm"` ([`with_winograd`]);
+/// `"avx512-winograd"` / `"avx2-winograd"` (Winograd F(2x2, 3x3) with register-blocked
+/// products, `ops/conv_winograd_wgrad.rs`); `"avx512-direct"` / `"avx2-direct"` (the
+/// register-blocked direct kernels of `ops/conv_wgrad.rs`); else `"gemm"`. The environment
+/// variable `RESNET_WINOGRAD_WGRAD=0` (or `RESNET_FUSED_WINOGRAD=0`) at start-up switches the
+/// Winograd weight gradient off.
+///
+/// ```
+/// let k = resnet_model::ops::conv3x3_wgrad_kernels();
+/// let all = ["winograd-gemm", "avx512-winograd", "avx512-direct", "avx2-winograd", "avx2-direct", "gemm"];
+/// assert!(k.split('/').all(|s| all.contains(&s)), "{k}");
+/// ```
+pub fn conv3x3_wgrad_kernels() -> String {
+    let stage = |c: usize, hw: usize| {
+        if storage::winograd_on() {
+            return "winograd-gemm";
+        }
+        let Ok(g) = im2col::ConvGeom::new(&[1, c, hw, hw], &[c, c, 3, 3], 1, 1) else {
+            return "gemm";
+        };
+        if let Some(k) = conv_winograd_wgrad::kernel_name(&g) {
+            return k;
+        }
+        if conv_same::applies_backward(&g) {
+            if let Some(k) = conv_wgrad::kernel_name(&g) {
+                return k;
+            }
+        }
+        "gemm"
     };
     [stage(16, 32), stage(32, 16), stage(64, 8)].join("/")
 }

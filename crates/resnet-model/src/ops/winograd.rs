@@ -54,7 +54,7 @@ const MIN_CHANNELS: usize = 8;
 const CHUNK_BUDGET: usize = 64 * 1024;
 
 /// Positions of the 4x4 Winograd domain.
-const XI: usize = 16;
+pub(super) const XI: usize = 16;
 
 /// `true` when Winograd is on for the current thread (see [`super::with_winograd`]) and `g`
 /// is a 3x3, stride-1, padding-1 convolution with enough channels.
@@ -168,13 +168,19 @@ fn weight_transform(g: &ConvGeom, w: &[f32], transpose: bool) -> Vec<f32> {
     u
 }
 
-/// `dW[co, ci] = G^T dU[co, ci] G` from `du` laid out `[ξ][ci][co]`.
-fn weight_grad_transform(g: &ConvGeom, du: &[f32]) -> Vec<f32> {
+/// `dW[co, ci] = G^T dU[co, ci] G` from `du` laid out `[ξ][ci][co]`, or with `co_major`
+/// `[ξ][co][ci]` (as [`super::conv_winograd_wgrad`] writes it).
+pub(super) fn weight_grad_transform(g: &ConvGeom, du: &[f32], co_major: bool) -> Vec<f32> {
     let (cin, cout) = (g.cin, g.cout);
     let mut dw = vec![0f32; cout * cin * 9];
     for co in 0..cout {
         for ci in 0..cin {
-            let x = |i: usize, j: usize| du[(i * 4 + j) * cin * cout + ci * cout + co];
+            let at = if co_major {
+                co * cin + ci
+            } else {
+                ci * cout + co
+            };
+            let x = |i: usize, j: usize| du[(i * 4 + j) * cin * cout + at];
             // rows: G^T X (3x4)
             let r: [[f32; 4]; 3] = [
                 std::array::from_fn(|j| x(0, j) + 0.5 * (x(1, j) + x(2, j))),
@@ -564,5 +570,5 @@ pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f
     // SAFETY: every chunk wrote its whole partial (16 GEMMs) and every dx plane (merge_plane).
     let (dx, partial) = unsafe { (dx.assume_init(), partial.assume_init()) };
     let du = sum_partials(&partial, plen);
-    (dx, weight_grad_transform(g, &du))
+    (dx, weight_grad_transform(g, &du, false))
 }
