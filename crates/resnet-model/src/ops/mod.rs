@@ -31,6 +31,12 @@
 //!   sums and the output transform stay in L1/L2 (2.25x fewer multiplications). Both give the
 //!   same bits; `RESNET_FUSED_WINOGRAD=0` switches them off ([`conv3x3_kernels`] says which
 //!   kernel runs).
+//! - Winograd F(2x2, 3x3) for the weight gradients of the same convolutions
+//!   (`conv_winograd_wgrad.rs`): `x` and `dy` transposed to channels-last per image, both
+//!   transforms with the channels in vector lanes, then per Winograd position a
+//!   register-blocked product chained over fixed chunks of 8 images, the same bits on AVX2,
+//!   AVX-512 and its scalar twin; `RESNET_WINOGRAD_WGRAD=0` switches it off
+//!   ([`conv3x3_wgrad_kernels`] says which kernel runs).
 //! - Winograd F(2x2, 3x3) as GEMMs over chunks of images (`winograd.rs`), forward and
 //!   both gradients (the backward as the transposed algorithm): its 16 GEMMs per chunk are
 //!   only `Cin` (16-64) deep and its transforms add memory passes, so it is slower than the
