@@ -164,8 +164,6 @@ pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f
 /// The sizes the kernels need.
 #[derive(Clone, Copy, Debug)]
 struct Shape {
-    th: usize,
-    tw: usize,
     h: usize,
     w: usize,
     cin: usize,
@@ -175,8 +173,6 @@ struct Shape {
 impl Shape {
     fn new(g: &ConvGeom) -> Self {
         Self {
-            th: g.h.div_ceil(2),
-            tw: g.w.div_ceil(2),
             h: g.h,
             w: g.w,
             cin: g.cin,
@@ -184,9 +180,19 @@ impl Shape {
         }
     }
 
-    /// 2x2 tiles per image (the last row / column partial for odd sizes).
+    /// Rows of 2x2 tiles (the last one partial for odd heights).
+    fn th(&self) -> usize {
+        self.h.div_ceil(2)
+    }
+
+    /// Columns of 2x2 tiles (the last one partial for odd widths).
+    fn tw(&self) -> usize {
+        self.w.div_ceil(2)
+    }
+
+    /// 2x2 tiles per image.
     fn tiles(&self) -> usize {
-        self.th * self.tw
+        self.th() * self.tw()
     }
 
     /// Pixels per plane.
@@ -372,7 +378,7 @@ mod kernels {
                     unsafe {
                         let z = $zero();
                         for tile in a.t0..a.t1 {
-                            let (ti, tj) = (tile / s.tw, tile % s.tw);
+                            let (ti, tj) = (tile / s.tw(), tile % s.tw());
                             {
                                 // this tile's 16 vectors per block of channels
                                 let vt = a.v.add((tile - a.t0) * cin * XI);
@@ -558,8 +564,8 @@ mod tests {
         };
         let mut v = vec![0f32; XI * tiles * s.cin];
         let mut dm = vec![0f32; XI * tiles * s.cout];
-        for (ti, tj) in (0..s.th).flat_map(|a| (0..s.tw).map(move |b| (a, b))) {
-            let tile = ti * s.tw + tj;
+        for (ti, tj) in (0..s.th()).flat_map(|a| (0..s.tw()).map(move |b| (a, b))) {
+            let tile = ti * s.tw() + tj;
             for ci in 0..s.cin {
                 let d = |i: usize, j: usize| {
                     px(
@@ -683,12 +689,12 @@ mod tests {
                     0.0
                 }
             };
-            for (ti, tj, c) in (0..s.th)
-                .flat_map(|a| (0..s.tw).flat_map(move |b| (0..cin).map(move |c| (a, b, c))))
+            for (ti, tj, c) in (0..s.th())
+                .flat_map(|a| (0..s.tw()).flat_map(move |b| (0..cin).map(move |c| (a, b, c))))
             {
                 let (r0, c0) = (2 * ti as isize, 2 * tj as isize);
                 for (i, j) in (0..4).flat_map(|i| (0..4).map(move |j| (i, j))) {
-                    let at_tile = ((i * 4 + j) * s.tiles() + ti * s.tw + tj) * cin + c;
+                    let at_tile = ((i * 4 + j) * s.tiles() + ti * s.tw() + tj) * cin + c;
                     let want_v: f64 = (0..16)
                         .map(|k| {
                             bt[i][k / 4]
