@@ -90,21 +90,24 @@ impl BasicBlock {
 }
 
 impl BasicBlock {
-    /// Training mode through [`ops::basic_block_train`] (the whole block as one autograd
-    /// node), then the running-statistics updates. `None` when the block's BatchNorms do not
-    /// share one epsilon (the fused op takes one) or do not all compute local batch
-    /// statistics, in which case the layers run one by one.
-    fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    /// The parameters of [`ops::basic_block_train`] / [`ops::basic_blocks_train`] (the whole
+    /// block as one autograd node). `None` when the block's BatchNorms do not share one
+    /// epsilon (the fused op takes one) or do not all compute local batch statistics, in
+    /// which case the layers run one by one.
+    pub(crate) fn fused_params(&self) -> Option<ops::BasicBlockParams<'_>> {
         let eps = self.bn1.config().eps;
-        if !self.bn1.batch_stats().is_local() || !self.bn2.batch_stats().is_local() {
-            return Ok(None);
+        if !self.bn1.batch_stats().is_local()
+            || !self.bn2.batch_stats().is_local()
+            || self.bn2.config().eps != eps
+        {
+            return None;
         }
         let shortcut = match &self.shortcut {
             ShortcutLayer::Identity => ops::BlockShortcut::Identity,
             ShortcutLayer::SubsamplePad { .. } => ops::BlockShortcut::SubsamplePad,
             ShortcutLayer::Projection { conv, bn } => {
                 if bn.config().eps != eps || !bn.batch_stats().is_local() {
-                    return Ok(None);
+                    return None;
                 }
                 ops::BlockShortcut::Projection {
                     conv: conv.weight(),
@@ -113,10 +116,7 @@ impl BasicBlock {
                 }
             }
         };
-        if self.bn2.config().eps != eps {
-            return Ok(None);
-        }
-        let params = ops::BasicBlockParams {
+        Some(ops::BasicBlockParams {
             conv1: self.conv1.weight(),
             bn1_weight: self.bn1.weight(),
             bn1_bias: self.bn1.bias(),
@@ -126,25 +126,41 @@ impl BasicBlock {
             shortcut,
             stride: self.conv1.config().stride,
             eps,
-        };
-        let out = ops::basic_block_train(x, &params)?;
-        let (n, _, ho, wo) = out.y.dims4()?;
-        let m = n * ho * wo;
+        })
+    }
+
+    /// The running-statistics updates after a fused training-mode forward.
+    pub(crate) fn update_running_stats(&self, s: &ops::BlockStats) -> Result<()> {
+        let m = s.count;
         if m < 2 {
             candle_core::bail!(
                 "BatchNorm in training mode needs more than one value per channel, \
-                 got a block output of shape {:?}",
-                out.y.dims()
+                 got a block output with {m} per channel"
             );
         }
-        self.bn1
-            .update_running_stats(&out.bn1.mean, &out.bn1.var, m)?;
-        self.bn2
-            .update_running_stats(&out.bn2.mean, &out.bn2.var, m)?;
-        if let (ShortcutLayer::Projection { bn, .. }, Some(st)) = (&self.shortcut, &out.shortcut_bn)
-        {
+        self.bn1.update_running_stats(&s.bn1.mean, &s.bn1.var, m)?;
+        self.bn2.update_running_stats(&s.bn2.mean, &s.bn2.var, m)?;
+        if let (ShortcutLayer::Projection { bn, .. }, Some(st)) = (&self.shortcut, &s.shortcut_bn) {
             bn.update_running_stats(&st.mean, &st.var, m)?;
         }
+        Ok(())
+    }
+
+    /// Training mode through [`ops::basic_block_train`], then the running-statistics
+    /// updates; `None` where [`Self::fused_params`] is.
+    fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(params) = self.fused_params() else {
+            return Ok(None);
+        };
+        let out = ops::basic_block_train(x, &params)?;
+        let (n, _, ho, wo) = out.y.dims4()?;
+        let stats = ops::BlockStats {
+            bn1: out.bn1,
+            bn2: out.bn2,
+            shortcut_bn: out.shortcut_bn,
+            count: n * ho * wo,
+        };
+        self.update_running_stats(&stats)?;
         Ok(Some(out.y))
     }
 }

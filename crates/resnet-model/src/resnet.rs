@@ -9,6 +9,7 @@ use crate::block::BasicBlock;
 use crate::config::ResNetConfig;
 use crate::conv::{conv2d, Conv2d, Conv2dConfig};
 use crate::init;
+use crate::ops;
 
 /// Number of input channels (RGB).
 pub const IN_CHANNELS: usize = 3;
@@ -128,8 +129,26 @@ impl ResNet {
         } else {
             self.bn1.eval_after_conv(&self.conv1, x, None)?
         };
-        for block in self.stages.iter().flatten() {
-            h = block.forward_t(&h, train)?;
+        let blocks: Vec<&BasicBlock> = self.stages.iter().flatten().collect();
+        // training: every block in one autograd node when all of them can be fused
+        let fused: Option<Vec<_>> = if train {
+            blocks.iter().map(|b| b.fused_params()).collect()
+        } else {
+            None
+        };
+        match fused {
+            Some(params) if !params.is_empty() => {
+                let out = ops::basic_blocks_train(&h, &params)?;
+                for (block, stats) in blocks.iter().zip(&out.blocks) {
+                    block.update_running_stats(stats)?;
+                }
+                h = out.y;
+            }
+            _ => {
+                for block in blocks {
+                    h = block.forward_t(&h, train)?;
+                }
+            }
         }
         h.mean((2, 3))
     }

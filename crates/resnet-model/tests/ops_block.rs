@@ -295,3 +295,132 @@ fn fused_block_rejects_mismatched_parameters() {
     let err = ops::basic_block_train(&x, &p2).unwrap_err().to_string();
     assert!(err.contains("identity shortcut"), "{err}");
 }
+
+/// A random chain case: blocks of `(cin, cout, stride, shortcut)` (shortcut 0 identity, 1
+/// option-A pad, 2 projection).
+fn chain_cases(
+    r: &mut rand_chacha::ChaCha8Rng,
+    blocks: &[(usize, usize, usize, u8)],
+) -> Vec<FusedCase> {
+    blocks
+        .iter()
+        .map(|&(cin, cout, stride, sc)| {
+            let p = Params::random(r, cin, cout);
+            let proj = (sc == 2).then(|| {
+                (
+                    randn_var(r, &[cout, cin, 1, 1], 0.0, 0.3),
+                    randn_var(r, &[cout], 1.0, 0.2),
+                    randn_var(r, &[cout], 0.0, 0.2),
+                )
+            });
+            FusedCase {
+                p,
+                proj,
+                stride,
+                pad_shortcut: sc == 1,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn block_chain_equals_blocks_one_by_one() {
+    // ResNet-20's own chain at a small batch (stage 1 at 32x32, option A into stages 2 and
+    // 3), and a chain with projections and odd planes
+    let resnet = [
+        (16, 16, 1, 0),
+        (16, 16, 1, 0),
+        (16, 32, 2, 1),
+        (32, 32, 1, 0),
+        (32, 64, 2, 1),
+        (64, 64, 1, 0),
+    ];
+    let mixed = [(8, 8, 1, 2), (8, 16, 2, 2), (16, 16, 1, 0), (16, 32, 2, 1)];
+    for (i, (n, cin, hw, blocks)) in [(2, 16, 32, &resnet[..]), (3, 8, 15, &mixed[..])]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = rng(500 + i as u64);
+        let x = randn_var(&mut r, &[n, cin, hw, hw], 0.0, 1.0);
+        let cases = chain_cases(&mut r, blocks);
+        let params: Vec<_> = cases.iter().map(FusedCase::params).collect();
+        let mut vars = vec![&x];
+        for c in &cases {
+            vars.extend(c.vars(&x).into_iter().skip(1));
+        }
+
+        let chain = ops::basic_blocks_train(&x, &params).unwrap();
+        let slow = ops::with_reference_ops(|| ops::basic_blocks_train(&x, &params).unwrap());
+        let mut y = x.as_tensor().clone();
+        let mut stats = vec![];
+        for p in &params {
+            let o = ops::basic_block_train(&y, p).unwrap();
+            stats.push(o.clone());
+            y = o.y;
+        }
+        assert_same(&format!("chain {i} y"), &chain.y, &y);
+        assert_close(&format!("chain {i} y vs slow"), &chain.y, &slow.y, 1e-4);
+        assert_eq!(chain.blocks.len(), blocks.len(), "chain {i}: blocks");
+        for (k, ((c, o), s)) in chain
+            .blocks
+            .iter()
+            .zip(&stats)
+            .zip(&slow.blocks)
+            .enumerate()
+        {
+            let (hw_out, _) = o.y.dims4().map(|d| (d.2 * d.3, d.0)).unwrap();
+            assert_eq!(c.count, n * hw_out, "chain {i} block {k}: count");
+            assert_eq!(s.count, c.count, "chain {i} block {k}: slow count");
+            let to_vec = |b: &ops::BlockStats| {
+                let mut v = vec![&b.bn1.mean, &b.bn1.var, &b.bn2.mean, &b.bn2.var];
+                if let Some(s) = &b.shortcut_bn {
+                    v.extend([&s.mean, &s.var]);
+                }
+                v.into_iter().cloned().collect::<Vec<_>>()
+            };
+            let (cs, ss, os) = (to_vec(c), to_vec(s), block_stats(o));
+            assert_eq!(cs.len(), os.len(), "chain {i} block {k}: statistics");
+            for (j, ((a, b), c)) in cs.iter().zip(&os).zip(&ss).enumerate() {
+                assert_same(&format!("chain {i} block {k} stat {j}"), a, b);
+                assert_close(&format!("chain {i} block {k} stat {j} vs slow"), a, c, 1e-4);
+            }
+        }
+
+        let probe = randn(&mut r, chain.y.dims(), 0.0, 1.0);
+        let gc = grads(&chain.y, &probe, &vars);
+        let gb = grads(&y, &probe, &vars);
+        let gs = grads(&slow.y, &probe, &vars);
+        assert_eq!(gc.len(), vars.len());
+        for (k, ((a, b), c)) in gc.iter().zip(&gb).zip(&gs).enumerate() {
+            assert_same(&format!("chain {i} grad {k}"), a, b);
+            assert_close(&format!("chain {i} grad {k} vs slow"), a, c, 1e-3);
+        }
+
+        // same bits with one and two threads
+        let one = with_threads(1, || {
+            let o = ops::basic_blocks_train(&x, &params).unwrap();
+            grads(&o.y, &probe, &vars)
+        });
+        for (k, (a, b)) in one.iter().zip(&gc).enumerate() {
+            assert_bits_eq(&format!("chain {i} grad {k} 1 vs 2 threads"), a, b);
+        }
+    }
+}
+
+#[test]
+fn block_chain_rejects_bad_chains() {
+    let mut r = rng(600);
+    let x = randn_var(&mut r, &[2, 8, 8, 8], 0.0, 1.0);
+    let err = ops::basic_blocks_train(&x, &[]).unwrap_err().to_string();
+    assert!(err.contains("no blocks"), "{err}");
+    // block 1 expects 16 input channels, block 0 gives 8
+    let cases = chain_cases(&mut r, &[(8, 8, 1, 0), (16, 16, 1, 0)]);
+    let params: Vec<_> = cases.iter().map(FusedCase::params).collect();
+    let err = ops::basic_blocks_train(&x, &params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("block 1") && err.contains("conv1") && err.contains("[16, 8, 3, 3]"),
+        "{err}"
+    );
+}

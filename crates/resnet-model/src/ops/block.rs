@@ -127,61 +127,55 @@ pub struct BasicBlockOutput {
     pub shortcut_bn: Option<BlockBnStats>,
 }
 
-fn expect_dims(what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
+/// Batch statistics of one block of a [`basic_blocks_train`] chain.
+#[derive(Debug, Clone)]
+pub struct BlockStats {
+    /// Statistics of `bn1`.
+    pub bn1: BlockBnStats,
+    /// Statistics of `bn2`.
+    pub bn2: BlockBnStats,
+    /// Statistics of the projection shortcut's BatchNorm, if it has one.
+    pub shortcut_bn: Option<BlockBnStats>,
+    /// Values per channel the statistics were taken over (`N * H_out * W_out`).
+    pub count: usize,
+}
+
+/// Output of [`basic_blocks_train`].
+#[derive(Debug, Clone)]
+pub struct BasicBlocksOutput {
+    /// The last block's output.
+    pub y: Tensor,
+    /// Every block's batch statistics, in order.
+    pub blocks: Vec<BlockStats>,
+}
+
+fn expect_dims(who: &str, what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
     if t.dims() != dims {
         bail!(
-            "basic_block_train: `{what}` has shape {:?}, expected {dims:?}",
+            "{who}: `{what}` has shape {:?}, expected {dims:?}",
             t.dims()
         )
     }
     Ok(())
 }
 
-/// A whole basic residual block in training mode (batch statistics) as one op:
-/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, differentiable in `x` and every
-/// parameter.
-///
-/// Same results as composing [`conv2d`], [`batch_norm_train`], [`subsample_pad`] and
-/// [`add_relu`] (same kernels, same order, bit for bit), but candle's autograd sees one node
-/// with one activation-sized argument instead of six, which removes most of its serial
-/// gradient bookkeeping from a training step. Off the fast path it is
-/// [`basic_block_train_slow`].
-pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
-    // inside `no_grad`: the same call on detached copies
-    let (x, own) = (&arg(x), p.tensors().map(|t| arg(&t)));
-    let detached = p.with_tensors(&own);
-    let p = &detached;
-    let mut ts = vec![
-        x,
-        p.conv1,
-        p.bn1_weight,
-        p.bn1_bias,
-        p.conv2,
-        p.bn2_weight,
-        p.bn2_bias,
-    ];
-    if let BlockShortcut::Projection {
-        conv,
-        bn_weight,
-        bn_bias,
-    } = p.shortcut
-    {
-        ts.extend([conv, bn_weight, bn_bias]);
-    }
-    if !fast_path(&ts) {
-        return basic_block_train_slow(x, p);
-    }
-    let (_, cin, _, _) = x.dims4()?;
+/// Checks one block's parameters against its input channels `cin` and packs them: the
+/// kernel's block description, the flattened conv weights and the BatchNorm parameters.
+fn pack(
+    who: &str,
+    cin: usize,
+    p: &BasicBlockParams<'_>,
+) -> Result<(kernel::BlockSpec, Vec<Tensor>, Vec<Tensor>)> {
     let cout = p.conv1.dim(0)?;
-    expect_dims("conv1", p.conv1, &[cout, cin, 3, 3])?;
-    expect_dims("conv2", p.conv2, &[cout, cout, 3, 3])?;
+    expect_dims(who, "conv1", p.conv1, &[cout, cin, 3, 3])?;
+    expect_dims(who, "conv2", p.conv2, &[cout, cout, 3, 3])?;
     for (what, t) in [
         ("bn1_weight", p.bn1_weight),
         ("bn1_bias", p.bn1_bias),
         ("bn2_weight", p.bn2_weight),
         ("bn2_bias", p.bn2_bias),
     ] {
-        expect_dims(what, t, &[cout])?;
+        expect_dims(who, what, t, &[cout])?;
     }
     let mut ws = vec![p.conv1.flatten_all()?, p.conv2.flatten_all()?];
     let mut ps = vec![
@@ -198,46 +192,168 @@ pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBl
             bn_weight,
             bn_bias,
         } => {
-            expect_dims("shortcut conv", conv, &[cout, cin, 1, 1])?;
-            expect_dims("shortcut bn_weight", bn_weight, &[cout])?;
-            expect_dims("shortcut bn_bias", bn_bias, &[cout])?;
+            expect_dims(who, "shortcut conv", conv, &[cout, cin, 1, 1])?;
+            expect_dims(who, "shortcut bn_weight", bn_weight, &[cout])?;
+            expect_dims(who, "shortcut bn_bias", bn_bias, &[cout])?;
             ws.push(conv.flatten_all()?);
             ps.extend([bn_weight.clone(), bn_bias.clone()]);
             kernel::Kind::Projection
         }
     };
-    let saved = Arc::new(Mutex::new(None));
-    let op = kernel::BlockTrain {
+    let spec = kernel::BlockSpec {
         cout,
         stride: p.stride,
         kind,
         eps: p.eps,
+    };
+    Ok((spec, ws, ps))
+}
+
+/// A whole basic residual block in training mode (batch statistics) as one op:
+/// `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, differentiable in `x` and every
+/// parameter.
+///
+/// Same results as composing [`conv2d`], [`batch_norm_train`], [`subsample_pad`] and
+/// [`add_relu`] (same kernels, same order, bit for bit), but candle's autograd sees one node
+/// with one activation-sized argument instead of six, which removes most of its serial
+/// gradient bookkeeping from a training step. Off the fast path it is
+/// [`basic_block_train_slow`].
+pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
+    let o = chain("basic_block_train", x, std::slice::from_ref(p))?;
+    let Some(s) = o.blocks.into_iter().next() else {
+        bail!("basic_block_train: the forward kernel recorded no statistics")
+    };
+    Ok(BasicBlockOutput {
+        y: o.y,
+        bn1: s.bn1,
+        bn2: s.bn2,
+        shortcut_bn: s.shortcut_bn,
+    })
+}
+
+/// A chain of basic residual blocks in training mode as one op, each block's output the next
+/// one's input (a whole ResNet stage, or all of them): the same numbers as
+/// [`basic_block_train`] block after block, differentiable in `x` and every parameter.
+///
+/// Between two [`basic_block_train`] nodes candle's autograd allocates a zero tensor the size
+/// of the activations and adds the later block's input gradient into it, on the calling
+/// thread while the worker threads wait; inside one chain that gradient goes to the block
+/// before directly. The only difference to block-by-block calls: where candle's `0 + g`
+/// would have turned a `-0.0` gradient into `0.0`, it stays `-0.0`. Off the fast path it is
+/// [`basic_block_train_slow`] block after block. An empty `blocks` is an error.
+pub fn basic_blocks_train(
+    x: &Tensor,
+    blocks: &[BasicBlockParams<'_>],
+) -> Result<BasicBlocksOutput> {
+    chain("basic_blocks_train", x, blocks)
+}
+
+fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<BasicBlocksOutput> {
+    if blocks.is_empty() {
+        bail!("{who}: no blocks to run")
+    }
+    // inside `no_grad`: the same call on detached copies
+    let x = &arg(x);
+    let own: Vec<[Tensor; 9]> = blocks
+        .iter()
+        .map(|p| p.tensors().map(|t| arg(&t)))
+        .collect();
+    let ps: Vec<BasicBlockParams<'_>> = blocks
+        .iter()
+        .zip(&own)
+        .map(|(p, t)| p.with_tensors(t))
+        .collect();
+    let mut ts = vec![x];
+    for p in &ps {
+        ts.extend([
+            p.conv1,
+            p.bn1_weight,
+            p.bn1_bias,
+            p.conv2,
+            p.bn2_weight,
+            p.bn2_bias,
+        ]);
+        if let BlockShortcut::Projection {
+            conv,
+            bn_weight,
+            bn_bias,
+        } = p.shortcut
+        {
+            ts.extend([conv, bn_weight, bn_bias]);
+        }
+    }
+    if !fast_path(&ts) {
+        let mut y = x.clone();
+        let mut stats = Vec::with_capacity(ps.len());
+        for p in &ps {
+            let o = basic_block_train_slow(&y, p)?;
+            let (n, _, ho, wo) = o.y.dims4()?;
+            y = o.y;
+            stats.push(BlockStats {
+                bn1: o.bn1,
+                bn2: o.bn2,
+                shortcut_bn: o.shortcut_bn,
+                count: n * ho * wo,
+            });
+        }
+        return Ok(BasicBlocksOutput { y, blocks: stats });
+    }
+    let (n, mut cin, mut h, mut w) = x.dims4()?;
+    let (mut specs, mut ws, mut bs) = (vec![], vec![], vec![]);
+    for (i, p) in ps.iter().enumerate() {
+        let who = if ps.len() == 1 {
+            who.to_string()
+        } else {
+            format!("{who}: block {i}")
+        };
+        let (spec, w, b) = pack(&who, cin, p)?;
+        cin = spec.cout;
+        specs.push(spec);
+        ws.extend(w);
+        bs.extend(b);
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let op = kernel::BlockTrain {
+        blocks: specs.clone(),
         saved: saved.clone(),
     };
     let y = x
         .contiguous()?
-        .apply_op3(&Tensor::cat(&ws, 0)?, &Tensor::cat(&ps, 0)?, op)?;
+        .apply_op3(&Tensor::cat(&ws, 0)?, &Tensor::cat(&bs, 0)?, op)?;
     let guard = saved.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(s) = guard.as_ref() else {
-        bail!("basic_block_train: the forward kernel did not record its statistics")
+        bail!("{who}: the forward kernel did not record its statistics")
     };
-    let stats = |i: usize| -> Result<Option<BlockBnStats>> {
-        s.bn.get(i)
-            .map(|b| {
-                Ok(BlockBnStats {
-                    mean: Tensor::from_slice(&b.mean, cout, x.device())?,
-                    var: Tensor::from_slice(&b.var, cout, x.device())?,
+    let mut stats = Vec::with_capacity(specs.len());
+    for (spec, s) in specs.iter().zip(s) {
+        // a 3x3 convolution with padding 1
+        (h, w) = ((h - 1) / spec.stride + 1, (w - 1) / spec.stride + 1);
+        let st = |i: usize| -> Result<Option<BlockBnStats>> {
+            s.bn.get(i)
+                .map(|b| {
+                    Ok(BlockBnStats {
+                        mean: Tensor::from_slice(&b.mean, spec.cout, x.device())?,
+                        var: Tensor::from_slice(&b.var, spec.cout, x.device())?,
+                    })
                 })
-            })
-            .transpose()
-    };
-    let (Some(bn1), Some(bn2)) = (stats(0)?, stats(1)?) else {
-        bail!("basic_block_train: the forward kernel recorded too few statistics")
-    };
-    Ok(BasicBlockOutput {
-        y,
-        bn1,
-        bn2,
-        shortcut_bn: stats(2)?,
-    })
+                .transpose()
+        };
+        let (Some(bn1), Some(bn2)) = (st(0)?, st(1)?) else {
+            bail!("{who}: the forward kernel recorded too few statistics")
+        };
+        stats.push(BlockStats {
+            bn1,
+            bn2,
+            shortcut_bn: st(2)?,
+            count: n * h * w,
+        });
+    }
+    if stats.len() != specs.len() {
+        bail!(
+            "{who}: the forward kernel recorded {} blocks, expected {}",
+            stats.len(),
+            specs.len()
+        )
+    }
+    Ok(BasicBlocksOutput { y, blocks: stats })
 }

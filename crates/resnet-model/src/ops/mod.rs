@@ -102,7 +102,8 @@ use candle_core::{bail, Result, Tensor};
 
 pub use batch_norm_sync::{batch_norm_train_synced, SyncedBatchNormOutput};
 pub use block::{
-    basic_block_train, BasicBlockOutput, BasicBlockParams, BlockBnStats, BlockShortcut,
+    basic_block_train, basic_blocks_train, BasicBlockOutput, BasicBlockParams, BasicBlocksOutput,
+    BlockBnStats, BlockShortcut, BlockStats,
 };
 pub use conv_bn_eval::{conv2d_batch_norm_eval, AfterBatchNorm, EvalBatchNorm};
 pub use reference::{

@@ -1,14 +1,16 @@
-//! A whole basic residual block in training mode as one custom op:
-//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
+//! Basic residual blocks in training mode as one custom op: a chain of one or more
+//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, each block's output the next one's
+//! input.
 //!
 //! Composed from the per-layer ops, one block puts six activation-sized tensors through
 //! candle's autograd, and for each of them the backward pass allocates a zero tensor and adds
 //! the op's gradient into it, on the calling thread while the worker threads wait. As one op
-//! the block has a single activation-sized argument (`x`); its parameters travel packed into
-//! two small tensors (`[conv1 | conv2 | shortcut conv]` and `[bn1 γ | β | bn2 γ | β |
-//! shortcut γ | β]`), and the intermediate activations live inside the op until its backward
-//! runs. It calls the same kernels in the same order as the composed ops, so its results are
-//! the same to the bit.
+//! the chain has a single activation-sized argument (its input `x`); the parameters of all its
+//! blocks travel packed into two small tensors (per block `[conv1 | conv2 | shortcut conv]`
+//! and `[bn1 γ | β | bn2 γ | β | shortcut γ | β]`), and the intermediate activations live
+//! inside the op until its backward runs, where each block's input gradient is handed to the
+//! block before it directly. It calls the same kernels in the same order as the composed ops,
+//! so its results are the same numbers (candle's `0 + g` can only turn a `-0.0` into `0.0`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -41,19 +43,29 @@ pub(crate) struct BlockSaved {
     a1: Vec<f32>,
     /// conv2's output (bn2's input).
     y2: Vec<f32>,
+    /// The block's output, the next block's input (empty for the chain's last block, whose
+    /// output is the op's result).
+    out: Vec<f32>,
     /// The projection's conv output (its BatchNorm's input); empty for other shortcuts.
     ys: Vec<f32>,
     /// Statistics of bn1, bn2 and, for a projection, the shortcut's BatchNorm.
     pub(crate) bn: Vec<Saved>,
 }
 
-/// The fused training-mode block over `(x, packed conv weights, packed BN parameters)`.
-pub(crate) struct BlockTrain {
+/// One block of a chain: its output channels, stride, shortcut and BatchNorm epsilon.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockSpec {
     pub(crate) cout: usize,
     pub(crate) stride: usize,
     pub(crate) kind: Kind,
     pub(crate) eps: f64,
-    pub(crate) saved: Arc<Mutex<Option<BlockSaved>>>,
+}
+
+/// The fused training-mode chain of blocks over `(x, packed conv weights, packed BN
+/// parameters)`; `saved` holds one [`BlockSaved`] per block after the forward.
+pub(crate) struct BlockTrain {
+    pub(crate) blocks: Vec<BlockSpec>,
+    pub(crate) saved: Arc<Mutex<Option<Vec<BlockSaved>>>>,
 }
 
 /// Shapes of one block for an input `[n, cin, h, w]`.
@@ -66,7 +78,7 @@ struct Geom {
     out: Planes,
 }
 
-impl BlockTrain {
+impl BlockSpec {
     fn geom(&self, op: &str, x: &[usize]) -> Result<Geom> {
         let &[n, cin, h, w] = x else {
             bail!("{op}: expected an [N, C, H, W] input, got shape {x:?}")
@@ -128,12 +140,9 @@ impl BlockTrain {
 }
 
 /// Splits `v` into consecutive pieces of the given lengths.
-fn split<const K: usize>(mut v: &[f32], lens: [usize; K]) -> [&[f32]; K] {
-    lens.map(|l| {
-        let (a, b) = v.split_at(l);
-        v = b;
-        a
-    })
+fn split<const K: usize>(v: &[f32], lens: [usize; K]) -> [&[f32]; K] {
+    let pieces = split_all(v, lens.into_iter());
+    std::array::from_fn(|i| pieces[i])
 }
 
 fn check_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
@@ -161,24 +170,12 @@ fn conv_grads(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f32>, Vec<
         .unwrap_or_else(|| (grad_input(g, dy, w), grad_weight(g, x, dy)))
 }
 
-custom_op!(BlockTrain: CustomOp3);
-
-impl CpuOp<3> for BlockTrain {
-    const NAME: &'static str = "resnet-basic-block-train";
-    const OP: &'static str = "basic_block_train";
-
-    fn forward(
-        &self,
-        [x, wp, pp]: [&[f32]; 3],
-        [lx, _, _]: [&Layout; 3],
-    ) -> Result<(Vec<f32>, Shape)> {
-        const OP: &str = <BlockTrain as CpuOp<3>>::OP;
-        let g = self.geom(OP, lx.dims())?;
-        let lens = self.weight_lens(g.conv1.cin);
-        check_len(OP, "conv weights", wp.len(), lens.iter().sum())?;
-        check_len(OP, "BatchNorm parameters", pp.len(), self.bn_len())?;
+impl BlockSpec {
+    /// One block's forward on the input `x` (shape `g`'s): its output and what its
+    /// backward needs.
+    fn forward(&self, g: &Geom, x: &[f32], wp: &[f32], pp: &[f32]) -> (Vec<f32>, BlockSaved) {
         let co = self.cout;
-        let [w1, w2, ws] = split(wp, lens);
+        let [w1, w2, ws] = split(wp, self.weight_lens(g.conv1.cin));
         let bnp = |i: usize| &pp[i * co..(i + 1) * co];
 
         // each convolution hands its BatchNorm the moments of its output planes, computed
@@ -208,9 +205,135 @@ impl CpuOp<3> for BlockTrain {
             &bn[1].shift,
             shortcut.as_deref().unwrap_or(x),
         );
-        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(BlockSaved { y1, a1, y2, ys, bn });
-        Ok((y, (g.out.n, co, g.conv1.ho, g.conv1.wo).into()))
+        let saved = BlockSaved {
+            y1,
+            a1,
+            y2,
+            out: Vec::new(),
+            ys,
+            bn,
+        };
+        (y, saved)
+    }
+
+    /// One block's backward: `(dx, packed dW, packed dγ/dβ)` from its input `x`, output
+    /// `res` and the output's gradient `dres`.
+    fn backward(
+        &self,
+        g: &Geom,
+        s: &BlockSaved,
+        x: &[f32],
+        wp: &[f32],
+        res: &[f32],
+        dres: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let [w1, w2, ws] = split(wp, self.weight_lens(g.conv1.cin));
+        // the final ReLU, then the two branches of the sum
+        // (summing bn2's gradient as the mask writes it, image by image)
+        let bn2 = &s.bn[1];
+        let (dz, sums) =
+            relu_mask_grad_sums(g.out, &s.y2, res, dres, masked(bn2, false), &bn2.mean);
+        let (dy2, dg2, db2) = train_backward_sums(g.out, &s.y2, &dz, bn2, false, sums);
+        let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
+        drop(dy2);
+        let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
+        drop(da1);
+        let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
+        drop(dy1);
+        let mut dw = [dw1, dw2].concat();
+        let mut dp = [dg1, db1, dg2, db2].concat();
+        match (&g.pad, &g.proj) {
+            (Some(d), _) => add_into(&mut dx, &subsample_pad_backward(d, &dz)),
+            (None, Some(gp)) => {
+                let (dys, dgs, dbs) = train_backward(g.out, &s.ys, &dz, &s.bn[2], false);
+                let (dxs, dws) = conv_grads(gp, x, &dys, ws);
+                add_into(&mut dx, &dxs);
+                dw.extend_from_slice(&dws);
+                dp.extend_from_slice(&dgs);
+                dp.extend_from_slice(&dbs);
+            }
+            (None, None) => add_into(&mut dx, &dz),
+        }
+        (dx, dw, dp)
+    }
+}
+
+impl BlockTrain {
+    /// Every block's shapes for the chain's input shape `x`, checked one after the other.
+    fn geoms(&self, op: &str, x: &[usize]) -> Result<Vec<Geom>> {
+        let mut dims = x.to_vec();
+        let mut gs = Vec::with_capacity(self.blocks.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let g = b
+                .geom(op, &dims)
+                .map_err(|e| candle_core::Error::msg(format!("block {i} of the chain: {e}")))?;
+            dims = vec![g.out.n, g.out.c, g.conv1.ho, g.conv1.wo];
+            gs.push(g);
+        }
+        if gs.is_empty() {
+            bail!("{op}: a chain of no blocks")
+        }
+        Ok(gs)
+    }
+
+    /// Each block's `(packed conv weights, packed BatchNorm parameters)` lengths.
+    fn lens(&self, gs: &[Geom]) -> Vec<(usize, usize)> {
+        self.blocks
+            .iter()
+            .zip(gs)
+            .map(|(b, g)| (b.weight_lens(g.conv1.cin).iter().sum(), b.bn_len()))
+            .collect()
+    }
+}
+
+/// Splits `v` into consecutive pieces of the given lengths.
+fn split_all(mut v: &[f32], lens: impl Iterator<Item = usize>) -> Vec<&[f32]> {
+    lens.map(|l| {
+        let (a, b) = v.split_at(l);
+        v = b;
+        a
+    })
+    .collect()
+}
+
+custom_op!(BlockTrain: CustomOp3);
+
+impl CpuOp<3> for BlockTrain {
+    const NAME: &'static str = "resnet-basic-block-train";
+    const OP: &'static str = "basic_block_train";
+
+    fn forward(
+        &self,
+        [x, wp, pp]: [&[f32]; 3],
+        [lx, _, _]: [&Layout; 3],
+    ) -> Result<(Vec<f32>, Shape)> {
+        const OP: &str = <BlockTrain as CpuOp<3>>::OP;
+        let gs = self.geoms(OP, lx.dims())?;
+        let lens = self.lens(&gs);
+        check_len(OP, "conv weights", wp.len(), lens.iter().map(|l| l.0).sum())?;
+        check_len(
+            OP,
+            "BatchNorm parameters",
+            pp.len(),
+            lens.iter().map(|l| l.1).sum(),
+        )?;
+        let wps = split_all(wp, lens.iter().map(|l| l.0));
+        let pps = split_all(pp, lens.iter().map(|l| l.1));
+        let mut saved: Vec<BlockSaved> = Vec::with_capacity(gs.len());
+        let mut y = Vec::new();
+        for (i, (b, g)) in self.blocks.iter().zip(&gs).enumerate() {
+            let (yi, si) = b.forward(g, if i == 0 { x } else { &y }, wps[i], pps[i]);
+            match saved.last_mut() {
+                // the previous block keeps its output (this block's input) for the backward
+                Some(prev) => prev.out = std::mem::replace(&mut y, yi),
+                None => y = yi,
+            }
+            saved.push(si);
+        }
+        let last = &gs[gs.len() - 1];
+        let shape = (last.out.n, last.out.c, last.conv1.ho, last.conv1.wo).into();
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(saved);
+        Ok((y, shape))
     }
 
     fn backward(
@@ -221,40 +344,27 @@ impl CpuOp<3> for BlockTrain {
     ) -> Result<[Option<Tensor>; 3]> {
         const OP: &str = "basic_block_train backward";
         let guard = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(s) = guard.as_ref() else {
+        let Some(saved) = guard.as_ref() else {
             bail!("{OP}: nothing saved (the forward did not run on the CPU)")
         };
-        let g = self.geom(OP, x.dims())?;
-        let lens = self.weight_lens(g.conv1.cin);
+        let gs = self.geoms(OP, x.dims())?;
+        if saved.len() != gs.len() {
+            bail!("{OP}: {} blocks saved, expected {}", saved.len(), gs.len())
+        }
+        let lens = self.lens(&gs);
         let grads = with_all(OP, [x, wp, res, dres], |[x, wp, res, dres]| {
-            let [w1, w2, ws] = split(wp, lens);
-            // the final ReLU, then the two branches of the sum
-            // (summing bn2's gradient as the mask writes it, image by image)
-            let bn2 = &s.bn[1];
-            let (dz, sums) =
-                relu_mask_grad_sums(g.out, &s.y2, res, dres, masked(bn2, false), &bn2.mean);
-            let (dy2, dg2, db2) = train_backward_sums(g.out, &s.y2, &dz, bn2, false, sums);
-            let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
-            drop(dy2);
-            let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
-            drop(da1);
-            let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
-            drop(dy1);
-            let mut dw = [dw1, dw2].concat();
-            let mut dp = [dg1, db1, dg2, db2].concat();
-            match (&g.pad, &g.proj) {
-                (Some(d), _) => add_into(&mut dx, &subsample_pad_backward(d, &dz)),
-                (None, Some(gp)) => {
-                    let (dys, dgs, dbs) = train_backward(g.out, &s.ys, &dz, &s.bn[2], false);
-                    let (dxs, dws) = conv_grads(gp, x, &dys, ws);
-                    add_into(&mut dx, &dxs);
-                    dw.extend_from_slice(&dws);
-                    dp.extend_from_slice(&dgs);
-                    dp.extend_from_slice(&dbs);
-                }
-                (None, None) => add_into(&mut dx, &dz),
+            let wps = split_all(wp, lens.iter().map(|l| l.0));
+            let n = gs.len();
+            let (mut dws, mut dps) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+            let mut d = Vec::new();
+            for i in (0..n).rev() {
+                let xi = if i == 0 { x } else { &saved[i - 1].out };
+                let yi = if i == n - 1 { res } else { &saved[i].out };
+                let di = if i == n - 1 { dres } else { &d };
+                let (dx, dw, dp) = self.blocks[i].backward(&gs[i], &saved[i], xi, wps[i], yi, di);
+                (d, dws[i], dps[i]) = (dx, dw, dp);
             }
-            (dx, dw, dp)
+            (d, dws.concat(), dps.concat())
         })?;
         let (dx, dw, dp) = grads;
         let dev = x.device();
