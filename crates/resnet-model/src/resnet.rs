@@ -116,6 +116,20 @@ impl ResNet {
         self.stages.get(stage).map_or(&[], |s| s.as_slice())
     }
 
+    /// The stem as [`ops::stem_and_blocks_train`]'s parameters, when its BatchNorm computes
+    /// local batch statistics (otherwise it runs as its own layers).
+    fn fused_stem(&self) -> Option<ops::StemParams<'_>> {
+        let (cfg, bn) = (self.conv1.config(), self.bn1.config());
+        (self.bn1.batch_stats().is_local() && bn.relu && cfg.stride == 1 && cfg.padding == 1).then(
+            || ops::StemParams {
+                conv: self.conv1.weight(),
+                bn_weight: self.bn1.weight(),
+                bn_bias: self.bn1.bias(),
+                eps: bn.eps,
+            },
+        )
+    }
+
     /// Global-average-pooled features `[N, 4 * base_width]` before the linear layer.
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims();
@@ -124,32 +138,46 @@ impl ResNet {
                 "ResNet input must have shape [N, {IN_CHANNELS}, H, W], got {dims:?}"
             );
         }
-        let mut h = if train {
-            self.bn1.forward_t(&self.conv1.forward(x)?, train)?
-        } else {
-            self.bn1.eval_after_conv(&self.conv1, x, None)?
-        };
         let blocks: Vec<&BasicBlock> = self.stages.iter().flatten().collect();
-        // training: every block in one autograd node when all of them can be fused
+        // training: the stem and every block in one autograd node when all can be fused
         let fused: Option<Vec<_>> = if train {
             blocks.iter().map(|b| b.fused_params()).collect()
         } else {
             None
         };
-        match fused {
+        let h = match fused {
             Some(params) if !params.is_empty() => {
-                let out = ops::basic_blocks_train(&h, &params)?;
+                let out = match self.fused_stem() {
+                    Some(stem) => {
+                        let out = ops::stem_and_blocks_train(x, &stem, &params)?;
+                        if let Some(s) = &out.stem {
+                            let (n, _, h, w) = x.dims4()?;
+                            self.bn1.update_running_stats(&s.mean, &s.var, n * h * w)?;
+                        }
+                        out
+                    }
+                    None => {
+                        let h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?;
+                        ops::basic_blocks_train(&h, &params)?
+                    }
+                };
                 for (block, stats) in blocks.iter().zip(&out.blocks) {
                     block.update_running_stats(stats)?;
                 }
-                h = out.y;
+                out.y
             }
             _ => {
+                let mut h = if train {
+                    self.bn1.forward_t(&self.conv1.forward(x)?, train)?
+                } else {
+                    self.bn1.eval_after_conv(&self.conv1, x, None)?
+                };
                 for block in blocks {
                     h = block.forward_t(&h, train)?;
                 }
+                h
             }
-        }
+        };
         h.mean((2, 3))
     }
 }

@@ -424,3 +424,103 @@ fn block_chain_rejects_bad_chains() {
         "{err}"
     );
 }
+
+#[test]
+fn stem_and_blocks_equal_layers_one_by_one() {
+    let blocks = [(16, 16, 1, 0), (16, 32, 2, 1), (32, 32, 1, 2)];
+    let mut r = rng(700);
+    let (n, hw) = (3, 12);
+    let x = randn_var(&mut r, &[n, 3, hw, hw], 0.0, 1.0);
+    let (sw, sg, sb) = (
+        randn_var(&mut r, &[16, 3, 3, 3], 0.0, 0.3),
+        randn_var(&mut r, &[16], 1.0, 0.2),
+        randn_var(&mut r, &[16], 0.0, 0.2),
+    );
+    let stem = ops::StemParams {
+        conv: sw.as_tensor(),
+        bn_weight: sg.as_tensor(),
+        bn_bias: sb.as_tensor(),
+        eps: 1e-5,
+    };
+    let cases = chain_cases(&mut r, &blocks);
+    let params: Vec<_> = cases.iter().map(FusedCase::params).collect();
+    let mut vars = vec![&sw, &sg, &sb];
+    for c in &cases {
+        vars.extend(c.vars(&x).into_iter().skip(1));
+    }
+
+    // the images as a plain tensor (no input gradient) and as a variable (with one)
+    for (k, input) in [x.as_tensor().detach(), x.as_tensor().clone()]
+        .iter()
+        .enumerate()
+    {
+        let fused = ops::stem_and_blocks_train(input, &stem, &params).unwrap();
+        let slow =
+            ops::with_reference_ops(|| ops::stem_and_blocks_train(input, &stem, &params).unwrap());
+        let h = ops::batch_norm_train(
+            &ops::conv2d(input, &sw, 1, 1).unwrap(),
+            &sg,
+            &sb,
+            1e-5,
+            true,
+        )
+        .unwrap();
+        let layers = ops::basic_blocks_train(&h.y, &params).unwrap();
+        assert_same(&format!("input {k}: y"), &fused.y, &layers.y);
+        assert_close(&format!("input {k}: y vs slow"), &fused.y, &slow.y, 1e-4);
+        let (fs, ss) = (fused.stem.as_ref().unwrap(), slow.stem.as_ref().unwrap());
+        assert_same(&format!("input {k}: stem mean"), &fs.mean, &h.mean);
+        assert_same(&format!("input {k}: stem var"), &fs.var, &h.var);
+        assert_close(
+            &format!("input {k}: stem var vs slow"),
+            &fs.var,
+            &ss.var,
+            1e-5,
+        );
+        assert!(layers.stem.is_none());
+        for (j, (a, b)) in fused.blocks.iter().zip(&layers.blocks).enumerate() {
+            assert_eq!(a.count, b.count, "input {k} block {j}: count");
+            assert_same(
+                &format!("input {k} block {j}: bn2 var"),
+                &a.bn2.var,
+                &b.bn2.var,
+            );
+        }
+
+        let probe = randn(&mut r, fused.y.dims(), 0.0, 1.0);
+        let mut vs = vars.clone();
+        if k == 1 {
+            vs.push(&x);
+        }
+        let gf = grads(&fused.y, &probe, &vs);
+        let gl = grads(&layers.y, &probe, &vs);
+        let gs = grads(&slow.y, &probe, &vs);
+        for (j, ((a, b), c)) in gf.iter().zip(&gl).zip(&gs).enumerate() {
+            assert_same(&format!("input {k} grad {j}"), a, b);
+            assert_close(&format!("input {k} grad {j} vs slow"), a, c, 1e-3);
+        }
+        if k == 0 {
+            let g = (fused.y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(g.get(&x).is_none(), "the images got a gradient");
+        }
+    }
+
+    // bad stem shapes name the tensor
+    let short = sb.as_tensor().narrow(0, 0, 15).unwrap();
+    let bad = ops::StemParams {
+        bn_bias: &short,
+        ..stem
+    };
+    let err = ops::stem_and_blocks_train(&x, &bad, &params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("stem bn_bias") && err.contains("[15]"),
+        "{err}"
+    );
+}

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{bail, Result, Tensor};
 
-use super::reference::basic_block_train_slow;
+use super::batch_norm::Saved;
+use super::reference::{basic_block_train_slow, batch_norm_train_slow, conv2d_slow};
 use super::storage::{arg, fast_path};
 #[cfg(doc)]
 use super::{add_relu, batch_norm_train, conv2d, subsample_pad};
@@ -140,11 +141,28 @@ pub struct BlockStats {
     pub count: usize,
 }
 
-/// Output of [`basic_blocks_train`].
+/// The stem in front of [`stem_and_blocks_train`]'s blocks: a 3x3 convolution (stride 1,
+/// padding 1, no bias), then a training-mode BatchNorm with a ReLU.
+#[derive(Debug, Clone, Copy)]
+pub struct StemParams<'a> {
+    /// Convolution weight `[C_out, C_in, 3, 3]`.
+    pub conv: &'a Tensor,
+    /// BatchNorm γ `[C_out]`.
+    pub bn_weight: &'a Tensor,
+    /// BatchNorm β `[C_out]`.
+    pub bn_bias: &'a Tensor,
+    /// BatchNorm epsilon.
+    pub eps: f64,
+}
+
+/// Output of [`basic_blocks_train`] and [`stem_and_blocks_train`].
 #[derive(Debug, Clone)]
 pub struct BasicBlocksOutput {
     /// The last block's output.
     pub y: Tensor,
+    /// The stem BatchNorm's statistics (over `N * H * W` values per channel of the input's
+    /// planes), if there is a stem.
+    pub stem: Option<BlockBnStats>,
     /// Every block's batch statistics, in order.
     pub blocks: Vec<BlockStats>,
 }
@@ -219,7 +237,7 @@ fn pack(
 /// gradient bookkeeping from a training step. Off the fast path it is
 /// [`basic_block_train_slow`].
 pub fn basic_block_train(x: &Tensor, p: &BasicBlockParams<'_>) -> Result<BasicBlockOutput> {
-    let o = chain("basic_block_train", x, std::slice::from_ref(p))?;
+    let o = chain("basic_block_train", x, None, std::slice::from_ref(p))?;
     let Some(s) = o.blocks.into_iter().next() else {
         bail!("basic_block_train: the forward kernel recorded no statistics")
     };
@@ -245,15 +263,43 @@ pub fn basic_blocks_train(
     x: &Tensor,
     blocks: &[BasicBlockParams<'_>],
 ) -> Result<BasicBlocksOutput> {
-    chain("basic_blocks_train", x, blocks)
+    chain("basic_blocks_train", x, None, blocks)
 }
 
-fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<BasicBlocksOutput> {
+/// [`basic_blocks_train`] behind a stem, `relu(bn(conv3x3(x)))`, in the same op: a whole
+/// ResNet trunk in training mode as one autograd node. The stem's output gradient goes to
+/// it directly, and when `x` needs no gradient (the images) none is computed. The same
+/// numbers as [`conv2d`] + [`batch_norm_train`] in front of [`basic_blocks_train`] (up to
+/// the sign of zero gradients); off the fast path, [`conv2d_slow`] +
+/// [`batch_norm_train_slow`] in front of [`basic_block_train_slow`] block after block.
+pub fn stem_and_blocks_train(
+    x: &Tensor,
+    stem: &StemParams<'_>,
+    blocks: &[BasicBlockParams<'_>],
+) -> Result<BasicBlocksOutput> {
+    chain("stem_and_blocks_train", x, Some(stem), blocks)
+}
+
+fn chain(
+    who: &str,
+    x: &Tensor,
+    stem: Option<&StemParams<'_>>,
+    blocks: &[BasicBlockParams<'_>],
+) -> Result<BasicBlocksOutput> {
     if blocks.is_empty() {
         bail!("{who}: no blocks to run")
     }
     // inside `no_grad`: the same call on detached copies
     let x = &arg(x);
+    let stem_own = stem.map(|s| [s.conv, s.bn_weight, s.bn_bias].map(arg));
+    let stem = stem
+        .zip(stem_own.as_ref())
+        .map(|(s, [c, w, b])| StemParams {
+            conv: c,
+            bn_weight: w,
+            bn_bias: b,
+            eps: s.eps,
+        });
     let own: Vec<[Tensor; 9]> = blocks
         .iter()
         .map(|p| p.tensors().map(|t| arg(&t)))
@@ -264,6 +310,9 @@ fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<Basic
         .map(|(p, t)| p.with_tensors(t))
         .collect();
     let mut ts = vec![x];
+    if let Some(s) = &stem {
+        ts.extend([s.conv, s.bn_weight, s.bn_bias]);
+    }
     for p in &ps {
         ts.extend([
             p.conv1,
@@ -283,25 +332,25 @@ fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<Basic
         }
     }
     if !fast_path(&ts) {
-        let mut y = x.clone();
-        let mut stats = Vec::with_capacity(ps.len());
-        for p in &ps {
-            let o = basic_block_train_slow(&y, p)?;
-            let (n, _, ho, wo) = o.y.dims4()?;
-            y = o.y;
-            stats.push(BlockStats {
-                bn1: o.bn1,
-                bn2: o.bn2,
-                shortcut_bn: o.shortcut_bn,
-                count: n * ho * wo,
-            });
-        }
-        return Ok(BasicBlocksOutput { y, blocks: stats });
+        return chain_slow(x, stem.as_ref(), &ps);
     }
     let (n, mut cin, mut h, mut w) = x.dims4()?;
     let (mut specs, mut ws, mut bs) = (vec![], vec![], vec![]);
+    let stem_spec = match &stem {
+        Some(s) => {
+            let cout = s.conv.dim(0)?;
+            expect_dims(who, "stem conv", s.conv, &[cout, cin, 3, 3])?;
+            expect_dims(who, "stem bn_weight", s.bn_weight, &[cout])?;
+            expect_dims(who, "stem bn_bias", s.bn_bias, &[cout])?;
+            ws.push(s.conv.flatten_all()?);
+            bs.extend([s.bn_weight.clone(), s.bn_bias.clone()]);
+            cin = cout;
+            Some(kernel::StemSpec { cout, eps: s.eps })
+        }
+        None => None,
+    };
     for (i, p) in ps.iter().enumerate() {
-        let who = if ps.len() == 1 {
+        let who = if ps.len() == 1 && stem.is_none() {
             who.to_string()
         } else {
             format!("{who}: block {i}")
@@ -314,6 +363,7 @@ fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<Basic
     }
     let saved = Arc::new(Mutex::new(None));
     let op = kernel::BlockTrain {
+        stem: stem_spec,
         blocks: specs.clone(),
         saved: saved.clone(),
     };
@@ -321,23 +371,32 @@ fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<Basic
         .contiguous()?
         .apply_op3(&Tensor::cat(&ws, 0)?, &Tensor::cat(&bs, 0)?, op)?;
     let guard = saved.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(s) = guard.as_ref() else {
+    let Some(saved) = guard.as_ref() else {
         bail!("{who}: the forward kernel did not record its statistics")
     };
+    let bn_stats = |b: &Saved, c: usize| -> Result<BlockBnStats> {
+        Ok(BlockBnStats {
+            mean: Tensor::from_slice(&b.mean, c, x.device())?,
+            var: Tensor::from_slice(&b.var, c, x.device())?,
+        })
+    };
+    let stem_stats = match (&saved.stem, stem_spec) {
+        (Some(s), Some(spec)) => Some(bn_stats(&s.bn, spec.cout)?),
+        (None, None) => None,
+        _ => bail!("{who}: the forward kernel did not record the stem's statistics"),
+    };
+    if saved.blocks.len() != specs.len() {
+        bail!(
+            "{who}: the forward kernel recorded {} blocks, expected {}",
+            saved.blocks.len(),
+            specs.len()
+        )
+    }
     let mut stats = Vec::with_capacity(specs.len());
-    for (spec, s) in specs.iter().zip(s) {
+    for (spec, s) in specs.iter().zip(&saved.blocks) {
         // a 3x3 convolution with padding 1
         (h, w) = ((h - 1) / spec.stride + 1, (w - 1) / spec.stride + 1);
-        let st = |i: usize| -> Result<Option<BlockBnStats>> {
-            s.bn.get(i)
-                .map(|b| {
-                    Ok(BlockBnStats {
-                        mean: Tensor::from_slice(&b.mean, spec.cout, x.device())?,
-                        var: Tensor::from_slice(&b.var, spec.cout, x.device())?,
-                    })
-                })
-                .transpose()
-        };
+        let st = |i: usize| s.bn.get(i).map(|b| bn_stats(b, spec.cout)).transpose();
         let (Some(bn1), Some(bn2)) = (st(0)?, st(1)?) else {
             bail!("{who}: the forward kernel recorded too few statistics")
         };
@@ -348,12 +407,44 @@ fn chain(who: &str, x: &Tensor, blocks: &[BasicBlockParams<'_>]) -> Result<Basic
             count: n * h * w,
         });
     }
-    if stats.len() != specs.len() {
-        bail!(
-            "{who}: the forward kernel recorded {} blocks, expected {}",
-            stats.len(),
-            specs.len()
-        )
+    Ok(BasicBlocksOutput {
+        y,
+        stem: stem_stats,
+        blocks: stats,
+    })
+}
+
+/// The reference twin of [`chain`]: the `_slow` ops layer by layer.
+fn chain_slow(
+    x: &Tensor,
+    stem: Option<&StemParams<'_>>,
+    blocks: &[BasicBlockParams<'_>],
+) -> Result<BasicBlocksOutput> {
+    let (mut y, mut stem_stats) = (x.clone(), None);
+    if let Some(s) = stem {
+        let conv = conv2d_slow(x, s.conv, 1, 1)?;
+        let o = batch_norm_train_slow(&conv, s.bn_weight, s.bn_bias, s.eps, true)?;
+        y = o.y;
+        stem_stats = Some(BlockBnStats {
+            mean: o.mean,
+            var: o.var,
+        });
     }
-    Ok(BasicBlocksOutput { y, blocks: stats })
+    let mut stats = Vec::with_capacity(blocks.len());
+    for p in blocks {
+        let o = basic_block_train_slow(&y, p)?;
+        let (n, _, ho, wo) = o.y.dims4()?;
+        y = o.y;
+        stats.push(BlockStats {
+            bn1: o.bn1,
+            bn2: o.bn2,
+            shortcut_bn: o.shortcut_bn,
+            count: n * ho * wo,
+        });
+    }
+    Ok(BasicBlocksOutput {
+        y,
+        stem: stem_stats,
+        blocks: stats,
+    })
 }

@@ -52,6 +52,9 @@
 //!   backward allocates a zero tensor and adds into it for every op argument, on the calling
 //!   thread while the workers wait; with one activation-sized argument per block instead of
 //!   six, most of that serial work disappears.
+//! - [`basic_blocks_train`]: a chain of such blocks (ResNet's whole trunk) as one node, each
+//!   block's input gradient handed to the block before inside the op instead of through
+//!   candle's accumulation.
 //! - [`no_grad`]: inference without recording the graph, so activations are freed as soon as
 //!   they have been read.
 //!
@@ -102,8 +105,8 @@ use candle_core::{bail, Result, Tensor};
 
 pub use batch_norm_sync::{batch_norm_train_synced, SyncedBatchNormOutput};
 pub use block::{
-    basic_block_train, basic_blocks_train, BasicBlockOutput, BasicBlockParams, BasicBlocksOutput,
-    BlockBnStats, BlockShortcut, BlockStats,
+    basic_block_train, basic_blocks_train, stem_and_blocks_train, BasicBlockOutput,
+    BasicBlockParams, BasicBlocksOutput, BlockBnStats, BlockShortcut, BlockStats, StemParams,
 };
 pub use conv_bn_eval::{conv2d_batch_norm_eval, AfterBatchNorm, EvalBatchNorm};
 pub use reference::{

@@ -61,11 +61,36 @@ pub(crate) struct BlockSpec {
     pub(crate) eps: f64,
 }
 
-/// The fused training-mode chain of blocks over `(x, packed conv weights, packed BN
-/// parameters)`; `saved` holds one [`BlockSaved`] per block after the forward.
+/// An optional stem in front of a chain: a 3x3 convolution (stride 1, padding 1, no bias),
+/// then BatchNorm + ReLU; its output is the first block's input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StemSpec {
+    pub(crate) cout: usize,
+    pub(crate) eps: f64,
+}
+
+/// What the stem's forward keeps.
+pub(crate) struct StemSaved {
+    /// The convolution's output (the BatchNorm's input).
+    y: Vec<f32>,
+    /// relu(bn(y)): the first block's input.
+    out: Vec<f32>,
+    /// The BatchNorm's statistics.
+    pub(crate) bn: Saved,
+}
+
+/// What a chain's forward keeps: the stem's, then one [`BlockSaved`] per block.
+pub(crate) struct ChainSaved {
+    pub(crate) stem: Option<StemSaved>,
+    pub(crate) blocks: Vec<BlockSaved>,
+}
+
+/// The fused training-mode chain of blocks, optionally behind a stem, over `(x, packed conv
+/// weights, packed BN parameters)` (the stem's first, then each block's).
 pub(crate) struct BlockTrain {
+    pub(crate) stem: Option<StemSpec>,
     pub(crate) blocks: Vec<BlockSpec>,
-    pub(crate) saved: Arc<Mutex<Option<Vec<BlockSaved>>>>,
+    pub(crate) saved: Arc<Mutex<Option<ChainSaved>>>,
 }
 
 /// Shapes of one block for an input `[n, cin, h, w]`.
@@ -259,9 +284,20 @@ impl BlockSpec {
 }
 
 impl BlockTrain {
-    /// Every block's shapes for the chain's input shape `x`, checked one after the other.
-    fn geoms(&self, op: &str, x: &[usize]) -> Result<Vec<Geom>> {
+    /// The stem's and every block's shapes for the chain's input shape `x`, checked one
+    /// after the other.
+    fn geoms(&self, op: &str, x: &[usize]) -> Result<(Option<ConvGeom>, Vec<Geom>)> {
         let mut dims = x.to_vec();
+        let stem = match self.stem {
+            Some(st) => {
+                let &[n, cin, h, w] = x else {
+                    bail!("{op}: expected an [N, C, H, W] input, got shape {x:?}")
+                };
+                dims = vec![n, st.cout, h, w];
+                Some(ConvGeom::new(x, &[st.cout, cin, 3, 3], 1, 1)?)
+            }
+            None => None,
+        };
         let mut gs = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
             let g = b
@@ -273,7 +309,12 @@ impl BlockTrain {
         if gs.is_empty() {
             bail!("{op}: a chain of no blocks")
         }
-        Ok(gs)
+        Ok((stem, gs))
+    }
+
+    /// The stem's `(conv weight, BatchNorm parameters)` lengths, `(0, 0)` without one.
+    fn stem_lens(&self, g: Option<&ConvGeom>) -> (usize, usize) {
+        g.map_or((0, 0), |g| (g.cout * g.cin * 9, 2 * g.cout))
     }
 
     /// Each block's `(packed conv weights, packed BatchNorm parameters)` lengths.
@@ -308,17 +349,27 @@ impl CpuOp<3> for BlockTrain {
         [lx, _, _]: [&Layout; 3],
     ) -> Result<(Vec<f32>, Shape)> {
         const OP: &str = <BlockTrain as CpuOp<3>>::OP;
-        let gs = self.geoms(OP, lx.dims())?;
+        let (sg, gs) = self.geoms(OP, lx.dims())?;
         let lens = self.lens(&gs);
-        check_len(OP, "conv weights", wp.len(), lens.iter().map(|l| l.0).sum())?;
-        check_len(
-            OP,
-            "BatchNorm parameters",
-            pp.len(),
-            lens.iter().map(|l| l.1).sum(),
-        )?;
+        let (sw, sp) = self.stem_lens(sg.as_ref());
+        let want_w = sw + lens.iter().map(|l| l.0).sum::<usize>();
+        check_len(OP, "conv weights", wp.len(), want_w)?;
+        let want_p = sp + lens.iter().map(|l| l.1).sum::<usize>();
+        check_len(OP, "BatchNorm parameters", pp.len(), want_p)?;
+        let ((swp, wp), (spp, pp)) = (wp.split_at(sw), pp.split_at(sp));
         let wps = split_all(wp, lens.iter().map(|l| l.0));
         let pps = split_all(pp, lens.iter().map(|l| l.1));
+        let stem = match (self.stem, &sg) {
+            (Some(st), Some(g)) => {
+                // as the blocks' convolutions: the moments come with the output
+                let (y, m) = forward_stats(g, x, swp);
+                let (gamma, beta) = spp.split_at(g.cout);
+                let (out, bn) = train_forward_moments(planes(g), &y, &m, gamma, beta, st.eps, true);
+                Some(StemSaved { y, out, bn })
+            }
+            _ => None,
+        };
+        let x = stem.as_ref().map_or(x, |s| &s.out);
         let mut saved: Vec<BlockSaved> = Vec::with_capacity(gs.len());
         let mut y = Vec::new();
         for (i, (b, g)) in self.blocks.iter().zip(&gs).enumerate() {
@@ -332,7 +383,10 @@ impl CpuOp<3> for BlockTrain {
         }
         let last = &gs[gs.len() - 1];
         let shape = (last.out.n, last.out.c, last.conv1.ho, last.conv1.wo).into();
-        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(saved);
+        *self.saved.lock().unwrap_or_else(PoisonError::into_inner) = Some(ChainSaved {
+            stem,
+            blocks: saved,
+        });
         Ok((y, shape))
     }
 
@@ -344,15 +398,24 @@ impl CpuOp<3> for BlockTrain {
     ) -> Result<[Option<Tensor>; 3]> {
         const OP: &str = "basic_block_train backward";
         let guard = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(saved) = guard.as_ref() else {
+        let Some(ChainSaved {
+            stem,
+            blocks: saved,
+        }) = guard.as_ref()
+        else {
             bail!("{OP}: nothing saved (the forward did not run on the CPU)")
         };
-        let gs = self.geoms(OP, x.dims())?;
-        if saved.len() != gs.len() {
-            bail!("{OP}: {} blocks saved, expected {}", saved.len(), gs.len())
+        let (sg, gs) = self.geoms(OP, x.dims())?;
+        if saved.len() != gs.len() || stem.is_some() != sg.is_some() {
+            bail!("{OP}: the forward saved another chain than this one")
         }
         let lens = self.lens(&gs);
-        let grads = with_all(OP, [x, wp, res, dres], |[x, wp, res, dres]| {
+        let (sw, _) = self.stem_lens(sg.as_ref());
+        // a stem's input is usually the images, which need no gradient
+        let want_dx = sg.is_none() || x.track_op();
+        let grads = with_all(OP, [x, wp, res, dres], |[x_in, wp, res, dres]| {
+            let (swp, wp) = wp.split_at(sw);
+            let x = stem.as_ref().map_or(x_in, |s| &s.out);
             let wps = split_all(wp, lens.iter().map(|l| l.0));
             let n = gs.len();
             let (mut dws, mut dps) = (vec![Vec::new(); n], vec![Vec::new(); n]);
@@ -364,14 +427,37 @@ impl CpuOp<3> for BlockTrain {
                 let (dx, dw, dp) = self.blocks[i].backward(&gs[i], &saved[i], xi, wps[i], yi, di);
                 (d, dws[i], dps[i]) = (dx, dw, dp);
             }
-            (d, dws.concat(), dps.concat())
+            let (Some(s), Some(g)) = (stem, &sg) else {
+                return (Some(d), dws.concat(), dps.concat());
+            };
+            let (dy, dgamma, dbeta) = train_backward(planes(g), &s.y, &d, &s.bn, true);
+            drop(d);
+            let (dx, dw) = if want_dx {
+                let (dx, dw) = conv_grads(g, x_in, &dy, swp);
+                (Some(dx), dw)
+            } else {
+                (None, grad_weight(g, x_in, &dy))
+            };
+            let dw = [dw, dws.concat()].concat();
+            let dp = [dgamma, dbeta, dps.concat()].concat();
+            (dx, dw, dp)
         })?;
         let (dx, dw, dp) = grads;
         let dev = x.device();
         Ok([
-            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev))
+                .transpose()?,
             Some(Tensor::from_vec(dw, wp.shape(), dev)?),
             Some(Tensor::from_vec(dp, pp.shape(), dev)?),
         ])
+    }
+}
+
+/// The output planes of the convolution `g`.
+fn planes(g: &ConvGeom) -> Planes {
+    Planes {
+        n: g.n,
+        c: g.cout,
+        hw: g.ho * g.wo,
     }
 }
