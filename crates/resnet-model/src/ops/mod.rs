@@ -54,7 +54,8 @@
 //!   six, most of that serial work disappears.
 //! - [`basic_blocks_train`]: a chain of such blocks (ResNet's whole trunk) as one node, each
 //!   block's input gradient handed to the block before inside the op instead of through
-//!   candle's accumulation.
+//!   candle's accumulation; [`stem_and_blocks_train`] puts the stem (conv + BN + ReLU) in
+//!   front of it in the same node.
 //! - [`no_grad`]: inference without recording the graph, so activations are freed as soon as
 //!   they have been read.
 //!
