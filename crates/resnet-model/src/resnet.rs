@@ -148,19 +148,25 @@ impl ResNet {
         let h = match fused {
             Some(params) if !params.is_empty() => {
                 let out = match self.fused_stem() {
-                    Some(stem) => {
-                        let out = ops::stem_and_blocks_train(x, &stem, &params)?;
-                        if let Some(s) = &out.stem {
-                            let (n, _, h, w) = x.dims4()?;
-                            self.bn1.update_running_stats(&s.mean, &s.var, n * h * w)?;
-                        }
-                        out
-                    }
+                    Some(stem) => ops::stem_and_blocks_train(x, &stem, &params)?,
                     None => {
                         let h = self.bn1.forward_t(&self.conv1.forward(x)?, train)?;
                         ops::basic_blocks_train(&h, &params)?
                     }
                 };
+                // checked before any running statistics change (no block has more values
+                // per channel than the stem: strides only shrink the planes)
+                if let Some(b) = out.blocks.iter().find(|b| b.count < 2) {
+                    candle_core::bail!(
+                        "BatchNorm in training mode needs more than one value per channel, \
+                         got a block output with {} per channel (input of shape {dims:?})",
+                        b.count
+                    );
+                }
+                if let Some(s) = &out.stem {
+                    let (n, _, h, w) = x.dims4()?;
+                    self.bn1.update_running_stats(&s.mean, &s.var, n * h * w)?;
+                }
                 for (block, stats) in blocks.iter().zip(&out.blocks) {
                     block.update_running_stats(stats)?;
                 }

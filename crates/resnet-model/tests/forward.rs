@@ -99,6 +99,13 @@ fn bad_inputs_are_errors() {
     let one = Tensor::zeros((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
     let err = model.forward_t(&one, true).unwrap_err().to_string();
     assert!(err.contains("more than one value per channel"), "{err}");
+    // 2x2 images: the stem sees 4 values per channel, the last stage 1; the error comes
+    // before any running statistic changes
+    let before = buffers(&model);
+    let small = Tensor::zeros((1, 3, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let err = model.forward_t(&small, true).unwrap_err().to_string();
+    assert!(err.contains("more than one value per channel"), "{err}");
+    assert_eq!(buffers(&model), before, "a failed step changed running stats");
 }
 
 #[test]
