@@ -105,7 +105,11 @@ fn bad_inputs_are_errors() {
     let small = Tensor::zeros((1, 3, 2, 2), DType::F32, &Device::Cpu).unwrap();
     let err = model.forward_t(&small, true).unwrap_err().to_string();
     assert!(err.contains("more than one value per channel"), "{err}");
-    assert_eq!(buffers(&model), before, "a failed step changed running stats");
+    assert_eq!(
+        buffers(&model),
+        before,
+        "a failed step changed running stats"
+    );
 }
 
 #[test]

@@ -299,10 +299,15 @@ impl BlockTrain {
             None => None,
         };
         let mut gs = Vec::with_capacity(self.blocks.len());
+        let alone = self.blocks.len() == 1 && self.stem.is_none();
         for (i, b) in self.blocks.iter().enumerate() {
-            let g = b
-                .geom(op, &dims)
-                .map_err(|e| candle_core::Error::msg(format!("block {i} of the chain: {e}")))?;
+            let g = b.geom(op, &dims).map_err(|e| {
+                if alone {
+                    e
+                } else {
+                    candle_core::Error::msg(format!("block {i} of the chain: {e}"))
+                }
+            })?;
             dims = vec![g.out.n, g.out.c, g.conv1.ho, g.conv1.wo];
             gs.push(g);
         }
