@@ -146,21 +146,16 @@ impl BasicBlock {
         Ok(())
     }
 
-    /// Training mode through [`ops::basic_block_train`], then the running-statistics
-    /// updates; `None` where [`Self::fused_params`] is.
+    /// Training mode through [`ops::basic_blocks_train`] (a chain of this one block), then
+    /// the running-statistics updates; `None` where [`Self::fused_params`] is.
     fn forward_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let Some(params) = self.fused_params() else {
             return Ok(None);
         };
-        let out = ops::basic_block_train(x, &params)?;
-        let (n, _, ho, wo) = out.y.dims4()?;
-        let stats = ops::BlockStats {
-            bn1: out.bn1,
-            bn2: out.bn2,
-            shortcut_bn: out.shortcut_bn,
-            count: n * ho * wo,
-        };
-        self.update_running_stats(&stats)?;
+        let out = ops::basic_blocks_train(x, std::slice::from_ref(&params))?;
+        for stats in &out.blocks {
+            self.update_running_stats(stats)?;
+        }
         Ok(Some(out.y))
     }
 }

@@ -309,28 +309,11 @@ fn chain(
         .zip(&own)
         .map(|(p, t)| p.with_tensors(t))
         .collect();
-    let mut ts = vec![x];
-    if let Some(s) = &stem {
-        ts.extend([s.conv, s.bn_weight, s.bn_bias]);
-    }
-    for p in &ps {
-        ts.extend([
-            p.conv1,
-            p.bn1_weight,
-            p.bn1_bias,
-            p.conv2,
-            p.bn2_weight,
-            p.bn2_bias,
-        ]);
-        if let BlockShortcut::Projection {
-            conv,
-            bn_weight,
-            bn_bias,
-        } = p.shortcut
-        {
-            ts.extend([conv, bn_weight, bn_bias]);
-        }
-    }
+    // every tensor of the call (a block without a projection lists conv1 / bn1 twice)
+    let ts: Vec<&Tensor> = std::iter::once(x)
+        .chain(stem_own.iter().flatten())
+        .chain(own.iter().flatten())
+        .collect();
     if !fast_path(&ts) {
         return chain_slow(x, stem.as_ref(), &ps);
     }
