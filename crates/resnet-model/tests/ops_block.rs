@@ -326,7 +326,8 @@ fn chain_cases(
 #[test]
 fn block_chain_equals_blocks_one_by_one() {
     // ResNet-20's own chain at a small batch (stage 1 at 32x32, option A into stages 2 and
-    // 3), and a chain with projections and odd planes
+    // 3), a chain with projections and odd planes, and identity blocks over more images than
+    // the backward's chunks of 8 (the per-image kernels' image indices)
     let resnet = [
         (16, 16, 1, 0),
         (16, 16, 1, 0),
@@ -336,9 +337,14 @@ fn block_chain_equals_blocks_one_by_one() {
         (64, 64, 1, 0),
     ];
     let mixed = [(8, 8, 1, 2), (8, 16, 2, 2), (16, 16, 1, 0), (16, 32, 2, 1)];
-    for (i, (n, cin, hw, blocks)) in [(2, 16, 32, &resnet[..]), (3, 8, 15, &mixed[..])]
-        .into_iter()
-        .enumerate()
+    let identity = [(16, 16, 1, 0), (16, 16, 1, 0), (16, 16, 1, 0)];
+    for (i, (n, cin, hw, blocks)) in [
+        (2, 16, 32, &resnet[..]),
+        (3, 8, 15, &mixed[..]),
+        (19, 16, 8, &identity[..]),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut r = rng(500 + i as u64);
         let x = randn_var(&mut r, &[n, cin, hw, hw], 0.0, 1.0);

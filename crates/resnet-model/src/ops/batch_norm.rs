@@ -198,26 +198,55 @@ pub(crate) fn train_backward_sums(
     gs: &[f32],
     s: &Saved,
     relu: bool,
-    (s1, s2): (Vec<f64>, Vec<f64>),
+    sums: (Vec<f64>, Vec<f64>),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let m = p.per_channel().max(1) as f64;
-    let mut a = Vec::with_capacity(p.c);
-    let mut b = Vec::with_capacity(p.c);
-    let mut dgamma = Vec::with_capacity(p.c);
-    for c in 0..p.c {
-        let (sc, is) = (f64::from(s.scale[c]), f64::from(s.invstd[c]));
-        a.push((-sc * is * is * s2[c] / m) as f32);
-        b.push((-sc * s1[c] / m) as f32);
-        dgamma.push((s2[c] * is) as f32);
+    let c = BackwardCoef::new(p, s, sums);
+    let dx = grad_input(p, xs, gs, masked(s, relu), &c.grad_coef(s));
+    (dx, c.dgamma, c.dbeta)
+}
+
+/// The training-mode backward once the per-channel sums `(Σ g, Σ g * (x - mean))` of the
+/// masked gradient are known: `dγ`, `dβ` and the coefficients of the input gradient, which
+/// [`train_backward_sums`] applies to the whole batch and the fused convolution backward
+/// ([`super::block`]) image by image.
+pub(crate) struct BackwardCoef {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    pub(crate) dgamma: Vec<f32>,
+    pub(crate) dbeta: Vec<f32>,
+}
+
+impl BackwardCoef {
+    /// The coefficients for the statistics `s` and the sums `(s1, s2)` over the `p` planes.
+    pub(crate) fn new(p: Planes, s: &Saved, (s1, s2): (Vec<f64>, Vec<f64>)) -> Self {
+        let m = p.per_channel().max(1) as f64;
+        let mut a = Vec::with_capacity(p.c);
+        let mut b = Vec::with_capacity(p.c);
+        let mut dgamma = Vec::with_capacity(p.c);
+        for c in 0..p.c {
+            let (sc, is) = (f64::from(s.scale[c]), f64::from(s.invstd[c]));
+            a.push((-sc * is * is * s2[c] / m) as f32);
+            b.push((-sc * s1[c] / m) as f32);
+            dgamma.push((s2[c] * is) as f32);
+        }
+        let dbeta = s1.iter().map(|&v| v as f32).collect();
+        Self {
+            a,
+            b,
+            dgamma,
+            dbeta,
+        }
     }
-    let coef = GradCoef {
-        k: &s.scale,
-        center: &s.mean,
-        a: &a,
-        b: &b,
-    };
-    let dbeta: Vec<f32> = s1.iter().map(|&v| v as f32).collect();
-    (grad_input(p, xs, gs, masked(s, relu), &coef), dgamma, dbeta)
+
+    /// `dx = g * scale[c] + (x - mean[c]) * a[c] + b[c]` for the masked gradient `g`.
+    pub(crate) fn grad_coef<'a>(&'a self, s: &'a Saved) -> GradCoef<'a> {
+        GradCoef {
+            k: &s.scale,
+            center: &s.mean,
+            a: &self.a,
+            b: &self.b,
+        }
+    }
 }
 
 /// `relu?(x * scale[c] + shift[c])` over `(x, scale, shift)`: the eval-mode BatchNorm once

@@ -1,6 +1,7 @@
 //! The public side of the fused residual block: [`basic_block_train`], its parameters and
 //! outputs, and the argument checks and packing in front of the kernel (`block/kernel.rs`).
 
+mod images;
 mod kernel;
 
 use std::sync::{Arc, Mutex, PoisonError};

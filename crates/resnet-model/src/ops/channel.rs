@@ -310,35 +310,127 @@ pub(crate) struct Masked<'a> {
     pub(crate) relu: bool,
 }
 
-multiversion! {
-    /// `(Σ g, Σ g * (x - center))` over one row, `g = dy` masked by `x * sc + sh > 0` when
-    /// `relu`; 16 f32 lanes summed in f64.
-    fn row_grad_sums(xr: &[f32], gr: &[f32], sc: f32, sh: f32, relu: bool, ce: f32) -> (f64, f64) {
-        let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
-        // all-ones bits where the gradient passes, zero where the ReLU blocked it
-        let pass = |xv: f32| if !relu || xv * sc + sh > 0.0 { u32::MAX } else { 0 };
-        let mut xi = xr.chunks_exact(LANES);
-        let mut gi = gr.chunks_exact(LANES);
-        for (xc, gc) in (&mut xi).zip(&mut gi) {
-            let xc: &[f32; LANES] = xc.try_into().expect("exact chunk");
-            let gc: &[f32; LANES] = gc.try_into().expect("exact chunk");
-            let mut m = [0u32; LANES];
-            for i in 0..LANES {
-                m[i] = pass(xc[i]);
+/// `(Σ g, Σ g * (x - center))` over one row, `g = dy` masked by `x * sc + sh > 0` when
+/// `relu`; 16 f32 lanes summed in f64. Explicit AVX2 where the CPU has it: LLVM's SLP
+/// vectoriser built the two accumulators of [`row_grad_sums_generic`] from shuffles (~4x
+/// slower); the same operations in the same order, so the same bits.
+fn row_grad_sums(xr: &[f32], gr: &[f32], sc: f32, sh: f32, relu: bool, ce: f32) -> (f64, f64) {
+    assert_eq!(xr.len(), gr.len(), "row_grad_sums: row lengths");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above); equal lengths (asserted).
+        return unsafe {
+            if relu {
+                row_grad_sums_avx2::<true>(xr, gr, sc, sh, ce)
+            } else {
+                row_grad_sums_avx2::<false>(xr, gr, sc, sh, ce)
             }
-            for i in 0..LANES {
-                let g = f32::from_bits(gc[i].to_bits() & m[i]);
-                a[i] += g;
-                q[i] += g * (xc[i] - ce);
-            }
-        }
-        for (i, (&xv, &gv)) in xi.remainder().iter().zip(gi.remainder()).enumerate() {
-            let g = f32::from_bits(gv.to_bits() & pass(xv));
-            a[i] += g;
-            q[i] += g * (xv - ce);
-        }
-        (lane_sum(&a), lane_sum(&q))
+        };
     }
+    row_grad_sums_generic(xr, gr, sc, sh, relu, ce)
+}
+
+/// The portable [`row_grad_sums`].
+fn row_grad_sums_generic(
+    xr: &[f32],
+    gr: &[f32],
+    sc: f32,
+    sh: f32,
+    relu: bool,
+    ce: f32,
+) -> (f64, f64) {
+    let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
+    let full = xr.len() / LANES * LANES;
+    for (xc, gc) in xr[..full].chunks_exact(LANES).zip(gr.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            row_grad_step(&mut a[i], &mut q[i], xc[i], gc[i], sc, sh, relu, ce);
+        }
+    }
+    for (i, (&xv, &gv)) in xr[full..].iter().zip(&gr[full..]).enumerate() {
+        row_grad_step(&mut a[i], &mut q[i], xv, gv, sc, sh, relu, ce);
+    }
+    (lane_sum(&a), lane_sum(&q))
+}
+
+/// One element of [`row_grad_sums`] into lane accumulators `a` and `q`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "one element's operands, inlined")]
+fn row_grad_step(
+    a: &mut f32,
+    q: &mut f32,
+    xv: f32,
+    gv: f32,
+    sc: f32,
+    sh: f32,
+    relu: bool,
+    ce: f32,
+) {
+    // all-ones bits where the gradient passes, zero where the ReLU blocked it
+    let m = if !relu || xv * sc + sh > 0.0 {
+        u32::MAX
+    } else {
+        0
+    };
+    let g = f32::from_bits(gv.to_bits() & m);
+    *a += g;
+    *q += g * (xv - ce);
+}
+
+/// [`row_grad_sums`] with AVX2: lanes 0-7 and 8-15 in two registers each.
+///
+/// # Safety
+/// The CPU must support AVX2, and `xr` and `gr` must have the same length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_grad_sums_avx2<const RELU: bool>(
+    xr: &[f32],
+    gr: &[f32],
+    sc: f32,
+    sh: f32,
+    ce: f32,
+) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let full = xr.len() / LANES * LANES;
+    let (vsc, vsh, vce) = (_mm256_set1_ps(sc), _mm256_set1_ps(sh), _mm256_set1_ps(ce));
+    let zero = _mm256_setzero_ps();
+    let [mut a0, mut a1, mut q0, mut q1] = [zero; 4];
+    let (xp, gp) = (xr.as_ptr(), gr.as_ptr());
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 16 <= full <= both lengths.
+        let (x0, x1, mut g0, mut g1) = unsafe {
+            (
+                _mm256_loadu_ps(xp.add(i)),
+                _mm256_loadu_ps(xp.add(i + 8)),
+                _mm256_loadu_ps(gp.add(i)),
+                _mm256_loadu_ps(gp.add(i + 8)),
+            )
+        };
+        if RELU {
+            // x * sc + sh > 0 (ordered: NaN blocks, as the scalar `>`), not fused
+            let t0 = _mm256_add_ps(_mm256_mul_ps(x0, vsc), vsh);
+            let t1 = _mm256_add_ps(_mm256_mul_ps(x1, vsc), vsh);
+            g0 = _mm256_and_ps(g0, _mm256_cmp_ps::<_CMP_GT_OQ>(t0, zero));
+            g1 = _mm256_and_ps(g1, _mm256_cmp_ps::<_CMP_GT_OQ>(t1, zero));
+        }
+        a0 = _mm256_add_ps(a0, g0);
+        a1 = _mm256_add_ps(a1, g1);
+        q0 = _mm256_add_ps(q0, _mm256_mul_ps(g0, _mm256_sub_ps(x0, vce)));
+        q1 = _mm256_add_ps(q1, _mm256_mul_ps(g1, _mm256_sub_ps(x1, vce)));
+        i += LANES;
+    }
+    let (mut a, mut q) = ([0f32; LANES], [0f32; LANES]);
+    // SAFETY: each array holds 16 f32, two registers' worth.
+    unsafe {
+        _mm256_storeu_ps(a.as_mut_ptr(), a0);
+        _mm256_storeu_ps(a.as_mut_ptr().add(8), a1);
+        _mm256_storeu_ps(q.as_mut_ptr(), q0);
+        _mm256_storeu_ps(q.as_mut_ptr().add(8), q1);
+    }
+    for (i, (&xv, &gv)) in xr[full..].iter().zip(&gr[full..]).enumerate() {
+        row_grad_step(&mut a[i], &mut q[i], xv, gv, sc, sh, RELU, ce);
+    }
+    (lane_sum(&a), lane_sum(&q))
 }
 
 /// Per-channel `(Σ g, Σ g * (x - center[c]))` where `g` is the (masked) gradient.
@@ -396,8 +488,9 @@ pub(crate) fn relu_mask_grad_sums(
     (unsafe { g.assume_init() }, sum_in_image_order(p, &part))
 }
 
-/// The per-row sums of one image's planes.
-fn image_grad_sums(
+/// The per-row sums of one image's planes: `out[c]` is row `c`'s `(Σ g, Σ g * (x -
+/// center[c]))`; [`sum_in_image_order`] adds the rows of all images.
+pub(crate) fn image_grad_sums(
     p: Planes,
     xi: &[f32],
     gi: &[f32],
@@ -419,7 +512,7 @@ fn image_grad_sums(
 }
 
 /// Per-channel totals of per-row partials `[n][c]`, each channel added in image order.
-fn sum_in_image_order(p: Planes, part: &[(f64, f64)]) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn sum_in_image_order(p: Planes, part: &[(f64, f64)]) -> (Vec<f64>, Vec<f64>) {
     let (mut s1, mut s2) = (vec![0f64; p.c], vec![0f64; p.c]);
     for row in part.chunks_exact(p.c.max(1)) {
         for (c, &(a, q)) in row.iter().enumerate() {
@@ -453,16 +546,27 @@ pub(crate) fn grad_input(
         dx.slots()
             .par_chunks_mut(img)
             .zip(x.par_chunks(img).zip(dy.par_chunks(img)))
-            .for_each(|(di, (xi, gi))| {
-                for c in 0..p.c {
-                    let r = c * p.hw..(c + 1) * p.hw;
-                    let coef = [m.scale[c], m.shift[c], k.k[c], k.center[c], k.a[c], k.b[c]];
-                    grad_input_plane(&mut di[r.clone()], &xi[r.clone()], &gi[r], coef, m.relu);
-                }
-            });
+            .for_each(|(di, (xi, gi))| grad_input_image(p, xi, gi, m, k, di));
     }
     // SAFETY: every plane of every image was written.
     unsafe { dx.assume_init() }
+}
+
+/// [`grad_input`] of one image (`xi`, `gi` and `di`: its `[c, hw]` planes), for the kernels
+/// that make a convolution's output gradient image by image, while it is in cache.
+pub(crate) fn grad_input_image(
+    p: Planes,
+    xi: &[f32],
+    gi: &[f32],
+    m: Masked<'_>,
+    k: &GradCoef<'_>,
+    di: &mut [std::mem::MaybeUninit<f32>],
+) {
+    for c in 0..p.c {
+        let r = c * p.hw..(c + 1) * p.hw;
+        let coef = [m.scale[c], m.shift[c], k.k[c], k.center[c], k.a[c], k.b[c]];
+        grad_input_plane(&mut di[r.clone()], &xi[r.clone()], &gi[r], coef, m.relu);
+    }
 }
 
 multiversion! {
@@ -492,6 +596,42 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::ops::conv_util::test_values;
+
+    /// The AVX2 row sums give the portable loop's bits: rows that are and are not a multiple
+    /// of the 16 lanes, with and without the ReLU mask, with values at the mask's edge
+    /// (`x * sc + sh` exactly 0), signed zeros and NaNs in `x`.
+    #[test]
+    fn row_grad_sums_match_generic_bits() {
+        // (a NaN in x makes Σ g * (x - center) NaN: a case of its own)
+        for (len, nan) in [0, 1, 15, 16, 17, 64, 1024, 1031]
+            .into_iter()
+            .flat_map(|l| [(l, false), (l, true)])
+        {
+            let mut x = test_values(len, 3);
+            let g = test_values(len, 4);
+            for (i, v) in x.iter_mut().enumerate() {
+                match i % 11 {
+                    3 => *v = 0.25, // 0.25 * 4 - 1 = 0: blocked
+                    5 => *v = -0.0,
+                    7 if nan => *v = f32::NAN,
+                    _ => {}
+                }
+            }
+            for relu in [false, true] {
+                let (sc, sh, ce) = (4.0, -1.0, 0.125);
+                let want = row_grad_sums_generic(&x, &g, sc, sh, relu, ce);
+                let got = row_grad_sums(&x, &g, sc, sh, relu, ce);
+                // a NaN's payload may depend on the operand order the compiler picked
+                let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan();
+                assert!(
+                    same(got.0, want.0) && same(got.1, want.1),
+                    "length {len}, NaN {nan}, relu {relu}: {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
 
     /// Mean and variance from per-plane moments against a two-pass f64 computation, on data
     /// whose mean is 10^4 times its spread (cancellation) and whose planes differ in mean

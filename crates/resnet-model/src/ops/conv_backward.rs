@@ -14,6 +14,14 @@ use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{im2col, ConvGeom};
 use super::storage::{with_scratch, Uninit};
 
+pub(crate) use super::conv_winograd_wgrad::{backward_images, ImageDy};
+
+/// Whether [`backward`] runs `g` image by image, through [`backward_images`] (which then
+/// takes it).
+pub(crate) fn images_apply(g: &ConvGeom) -> bool {
+    !super::winograd::applies(g) && super::conv_winograd_wgrad::applies(g)
+}
+
 /// `(dx, dW)` for the convolution `g`, or `None` when `g` has no transposed form.
 pub(crate) fn backward(
     g: &ConvGeom,

@@ -22,6 +22,7 @@
 //! convolutions), with the same bits.
 
 use std::mem::MaybeUninit;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::channel::PlaneMoments;
 use super::conv::{per_image, Epilogue};
@@ -128,6 +129,34 @@ pub(crate) fn avx512_available() -> bool {
     }
 }
 
+/// The AVX-512 kernel's load masks of an `h x w` plane (see [`Direct`]'s `masks`): built once
+/// per plane size and shared, since `Direct::new` runs on the calling thread for every
+/// convolution of a step while the workers wait.
+fn load_masks(h: usize, w: usize) -> Arc<[u16]> {
+    type Cache = Vec<((usize, usize), Arc<[u16]>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, m)) = cache.iter().find(|(k, _)| *k == (h, w)) {
+        return Arc::clone(m);
+    }
+    let mut masks = vec![0u16; h * w / L * 9];
+    for (v, m) in masks.chunks_mut(9).enumerate() {
+        for (t, m) in m.iter_mut().enumerate() {
+            let (dh, dw) = ((t / 3) as isize - 1, (t % 3) as isize - 1);
+            for lane in 0..L {
+                let q = v * L + lane;
+                let (r, c) = ((q / w) as isize + dh, (q % w) as isize + dw);
+                if r >= 0 && r < h as isize && c >= 0 && c < w as isize {
+                    *m |= 1 << lane;
+                }
+            }
+        }
+    }
+    let masks: Arc<[u16]> = masks.into();
+    cache.push(((h, w), Arc::clone(&masks)));
+    masks
+}
+
 /// A convolution prepared for [`Direct::image`]: the weight regrouped per block of output
 /// channels and, for AVX-512, the load masks of every pixel vector and tap.
 pub(crate) struct Direct {
@@ -146,7 +175,7 @@ pub(crate) struct Direct {
         not(all(target_arch = "x86_64", feature = "avx512")),
         allow(dead_code, reason = "read by the AVX-512 kernel only")
     )]
-    masks: Vec<u16>,
+    masks: Arc<[u16]>,
     /// Offset of tap `t`'s source pixel from the output pixel.
     #[cfg_attr(
         not(all(target_arch = "x86_64", feature = "avx512")),
@@ -186,20 +215,11 @@ impl Direct {
                 wr
             }
         };
-        let p = h * wd;
-        let mut masks = vec![0u16; if isa == Isa::Avx512 { p / L * 9 } else { 0 }];
-        for (v, m) in masks.chunks_mut(9).enumerate() {
-            for (t, m) in m.iter_mut().enumerate() {
-                let (dh, dw) = ((t / 3) as isize - 1, (t % 3) as isize - 1);
-                for lane in 0..L {
-                    let q = v * L + lane;
-                    let (r, c) = ((q / wd) as isize + dh, (q % wd) as isize + dw);
-                    if r >= 0 && r < h as isize && c >= 0 && c < wd as isize {
-                        *m |= 1 << lane;
-                    }
-                }
-            }
-        }
+        let masks = if isa == Isa::Avx512 {
+            load_masks(h, wd)
+        } else {
+            Arc::from([])
+        };
         let offs =
             std::array::from_fn(|t| ((t / 3) as isize - 1) * wd as isize + (t % 3) as isize - 1);
         Self {

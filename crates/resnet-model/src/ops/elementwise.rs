@@ -29,6 +29,15 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// [`relu_mask_block`] in place: `g` kept where `z > 0`, `+0.0` elsewhere.
+    pub(crate) fn relu_mask_in_place(g: &mut [f32], z: &[f32]) {
+        for (g, &z) in g.iter_mut().zip(z) {
+            *g = if z > 0.0 { *g } else { 0.0 };
+        }
+    }
+}
+
 /// `relu(a + b)` elementwise (`a` and `b` of equal length).
 pub(crate) fn add_relu(a: &[f32], b: &[f32]) -> Vec<f32> {
     let mut z = Uninit::new(a.len());

@@ -17,10 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::images::{self, BnInputGrad, Handoff, Sums};
 use crate::ops::batch_norm::{
-    masked, train_backward, train_backward_sums, train_forward_moments, train_stats_moments, Saved,
+    masked, train_backward, train_backward_sums, train_forward_moments, train_stats_moments,
+    BackwardCoef, Saved,
 };
-use crate::ops::channel::{affine_add_relu, relu_mask_grad_sums, Planes};
+use crate::ops::channel::{self, affine_add_relu, grad_sums, relu_mask_grad_sums, Planes};
 use crate::ops::conv::{forward_stats, grad_input, grad_weight};
 use crate::ops::conv_backward;
 use crate::ops::custom::{custom_op, with_all, CpuOp};
@@ -241,8 +243,14 @@ impl BlockSpec {
         (y, saved)
     }
 
-    /// One block's backward: `(dx, packed dW, packed dγ/dβ)` from its input `x`, output
-    /// `res` and the output's gradient `dres`.
+    /// One block's backward: `(dx, packed dW, packed dγ/dβ, sums)` from its input `x`,
+    /// output `res` and the output's gradient `dres`. Where the block hands its input
+    /// gradient to the layer in front image by image (`prev`; see [`images::backward_add`]),
+    /// `dx` comes back as `prev` left it, with `prev`'s sums.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the block's saved state and its neighbours"
+    )]
     fn backward(
         &self,
         g: &Geom,
@@ -250,23 +258,59 @@ impl BlockSpec {
         x: &[f32],
         wp: &[f32],
         res: &[f32],
-        dres: &[f32],
-    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        dres: OutGrad<'_>,
+        prev: Option<&Handoff<'_>>,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Sums>) {
         let [w1, w2, ws] = split(wp, self.weight_lens(g.conv1.cin));
         // the final ReLU, then the two branches of the sum
         // (summing bn2's gradient as the mask writes it, image by image)
         let bn2 = &s.bn[1];
-        let (dz, sums) =
-            relu_mask_grad_sums(g.out, &s.y2, res, dres, masked(bn2, false), &bn2.mean);
-        let (dy2, dg2, db2) = train_backward_sums(g.out, &s.y2, &dz, bn2, false, sums);
-        let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
-        drop(dy2);
-        let (dy1, dg1, db1) = train_backward(g.out, &s.y1, &da1, &s.bn[0], true);
+        let (dz, sums) = match dres {
+            OutGrad::Raw(dres) => {
+                relu_mask_grad_sums(g.out, &s.y2, res, dres, masked(bn2, false), &bn2.mean)
+            }
+            OutGrad::Masked(dz, sums) => (dz, sums),
+        };
+        let bn1 = &s.bn[0];
+        let c2 = BackwardCoef::new(g.out, bn2, sums);
+        // bn2's input gradient, then bn1's sums: image by image inside conv2's backward
+        // where it runs per image, else as whole-batch passes
+        let (da1, dw2, sums1) = if images::applies(&g.conv2) {
+            let dy2 = BnInputGrad::new(g.out, &s.y2, &dz, bn2, false, &c2);
+            let h = Handoff {
+                z: None,
+                p: g.out,
+                y: &s.y1,
+                mask: masked(bn1, true),
+                center: &bn1.mean,
+            };
+            images::backward_sums(&g.conv2, &s.a1, w2, &dy2, &h)
+        } else {
+            let dy2 =
+                channel::grad_input(g.out, &s.y2, &dz, masked(bn2, false), &c2.grad_coef(bn2));
+            let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
+            let sums1 = grad_sums(g.out, &s.y1, &da1, masked(bn1, true), &bn1.mean);
+            (da1, dw2, sums1)
+        };
+        let c1 = BackwardCoef::new(g.out, bn1, sums1);
+        // bn1's input gradient inside conv1's backward, with the identity shortcut's gradient
+        // and the layer in front's mask and sums
+        let identity = g.pad.is_none() && g.proj.is_none();
+        let (mut dx, dw1, prev_sums) = if identity && images::applies(&g.conv1) {
+            let dy1 = BnInputGrad::new(g.out, &s.y1, &da1, bn1, true, &c1);
+            images::backward_add(&g.conv1, x, w1, &dy1, &dz, prev)
+        } else {
+            let dy1 =
+                channel::grad_input(g.out, &s.y1, &da1, masked(bn1, true), &c1.grad_coef(bn1));
+            let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
+            if identity {
+                add_into(&mut dx, &dz);
+            }
+            (dx, dw1, None)
+        };
         drop(da1);
-        let (mut dx, dw1) = conv_grads(&g.conv1, x, &dy1, w1);
-        drop(dy1);
         let mut dw = [dw1, dw2].concat();
-        let mut dp = [dg1, db1, dg2, db2].concat();
+        let mut dp = [c1.dgamma, c1.dbeta, c2.dgamma, c2.dbeta].concat();
         match (&g.pad, &g.proj) {
             (Some(d), _) => add_into(&mut dx, &subsample_pad_backward(d, &dz)),
             (None, Some(gp)) => {
@@ -277,10 +321,17 @@ impl BlockSpec {
                 dp.extend_from_slice(&dgs);
                 dp.extend_from_slice(&dbs);
             }
-            (None, None) => add_into(&mut dx, &dz),
+            (None, None) => {}
         }
-        (dx, dw, dp)
+        (dx, dw, dp, prev_sums)
     }
+}
+
+/// The gradient reaching a block's output: as it came, or already through the block's final
+/// ReLU with bn2's sums (by the next block's [`Handoff`]).
+enum OutGrad<'a> {
+    Raw(&'a [f32]),
+    Masked(Vec<f32>, Sums),
 }
 
 impl BlockTrain {
@@ -424,18 +475,45 @@ impl CpuOp<3> for BlockTrain {
             let wps = split_all(wp, lens.iter().map(|l| l.0));
             let n = gs.len();
             let (mut dws, mut dps) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-            let mut d = Vec::new();
+            let (mut d, mut sums) = (Vec::new(), None);
             for i in (0..n).rev() {
                 let xi = if i == 0 { x } else { &saved[i - 1].out };
                 let yi = if i == n - 1 { res } else { &saved[i].out };
-                let di = if i == n - 1 { dres } else { &d };
-                let (dx, dw, dp) = self.blocks[i].backward(&gs[i], &saved[i], xi, wps[i], yi, di);
-                (d, dws[i], dps[i]) = (dx, dw, dp);
+                let di = match sums.take() {
+                    _ if i == n - 1 => OutGrad::Raw(dres),
+                    Some(s) => OutGrad::Masked(std::mem::take(&mut d), s),
+                    None => OutGrad::Raw(&d),
+                };
+                // the layer in front: the previous block's final ReLU and bn2, or the stem's
+                // BatchNorm + ReLU
+                let prev = match (i, stem, &sg) {
+                    (0, Some(s), Some(g)) => Some(Handoff {
+                        z: None,
+                        p: planes(g),
+                        y: &s.y,
+                        mask: masked(&s.bn, true),
+                        center: &s.bn.mean,
+                    }),
+                    (0, ..) => None,
+                    _ => Some(Handoff {
+                        z: Some(xi),
+                        p: gs[i - 1].out,
+                        y: &saved[i - 1].y2,
+                        mask: masked(&saved[i - 1].bn[1], false),
+                        center: &saved[i - 1].bn[1].mean,
+                    }),
+                };
+                let (dx, dw, dp, s) =
+                    self.blocks[i].backward(&gs[i], &saved[i], xi, wps[i], yi, di, prev.as_ref());
+                (d, dws[i], dps[i], sums) = (dx, dw, dp, s);
             }
             let (Some(s), Some(g)) = (stem, &sg) else {
                 return (Some(d), dws.concat(), dps.concat());
             };
-            let (dy, dgamma, dbeta) = train_backward(planes(g), &s.y, &d, &s.bn, true);
+            let (dy, dgamma, dbeta) = match sums {
+                Some(sums) => train_backward_sums(planes(g), &s.y, &d, &s.bn, true, sums),
+                None => train_backward(planes(g), &s.y, &d, &s.bn, true),
+            };
             drop(d);
             let (dx, dw) = if want_dx {
                 let (dx, dw) = conv_grads(g, x_in, &dy, swp);
