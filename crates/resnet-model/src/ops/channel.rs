@@ -190,15 +190,25 @@ pub(crate) fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: b
         y.slots()
             .par_chunks_mut(img)
             .zip(x.par_chunks(img))
-            .for_each(|(yi, xi)| {
-                for c in 0..p.c {
-                    let r = c * p.hw..(c + 1) * p.hw;
-                    affine_plane(&mut yi[r.clone()], &xi[r], scale[c], shift[c], relu);
-                }
-            });
+            .for_each(|(yi, xi)| affine_image(p, xi, scale, shift, relu, yi));
     }
     // SAFETY: every plane of every image was written.
     unsafe { y.assume_init() }
+}
+
+/// [`affine`] of one image (`xi` and `yi`: its `[c, hw]` planes).
+pub(crate) fn affine_image(
+    p: Planes,
+    xi: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+    yi: &mut [std::mem::MaybeUninit<f32>],
+) {
+    for c in 0..p.c {
+        let r = c * p.hw..(c + 1) * p.hw;
+        affine_plane(&mut yi[r.clone()], &xi[r], scale[c], shift[c], relu);
+    }
 }
 
 /// `relu(x * scale[c] + shift[c] + s)`: a BatchNorm's affine map, a residual add and a

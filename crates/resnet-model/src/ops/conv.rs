@@ -10,7 +10,9 @@ use candle_core::{Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::channel::{image_moments, AffineEpilogue, PlaneMoments};
-use super::conv_util::{as_slots, sum_partials, transpose, transpose_into, transposed, zeroed};
+use super::conv_util::{
+    as_slots, sum_partials, transpose, transpose_into, transposed, zeroed, Images, Stored,
+};
 use super::custom::{custom_op, with_all, CpuOp};
 use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{col2im, im2col, ConvGeom};
@@ -112,26 +114,60 @@ pub(crate) fn per_image(
     ep: Epilogue<'_>,
     kernel: impl Fn(&[f32], &mut [std::mem::MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    per_image_from(g, &Stored::new(x, g.in_img()), ep, kernel)
+}
+
+/// [`per_image`] with the input images taken from `x` (stored, or computed per image).
+pub(crate) fn per_image_from(
+    g: &ConvGeom,
+    x: &impl Images,
+    ep: Epilogue<'_>,
+    kernel: impl Fn(&[f32], &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     let stats = ep.stats();
     let mut out = Uninit::new(g.n * g.out_img());
     // with `stats` one entry per output plane, else one placeholder per image (unused)
     let per_image = if stats { g.cout } else { 1 };
     let mut moments = vec![PlaneMoments::default(); g.n * per_image];
+    let x_len = if x.computed() { g.in_img() } else { 0 };
     out.slots()
         .par_chunks_mut(g.out_img())
-        .zip(x.par_chunks(g.in_img()))
         .zip(moments.par_chunks_mut(per_image))
         .enumerate()
-        .for_each(|(b, ((y, x), mom))| {
-            kernel(x, y);
-            // SAFETY: `kernel` writes the whole image (its contract).
-            ep.finish(g, unsafe { assume_init_mut(y) }, b, mom);
-        });
+        .for_each_init(
+            || vec![0f32; x_len],
+            |buf, (b, (y, mom))| {
+                kernel(x.image(b, buf), y);
+                // SAFETY: `kernel` writes the whole image (its contract).
+                ep.finish(g, unsafe { assume_init_mut(y) }, b, mom);
+            },
+        );
     if !stats {
         moments = Vec::new();
     }
     // SAFETY: every image was written by `kernel`.
     (unsafe { out.assume_init() }, moments)
+}
+
+/// Whether [`forward_stats_images`] takes `g`.
+pub(crate) fn images_apply(g: &ConvGeom) -> bool {
+    !winograd::applies(g) && conv_direct::applies(g)
+}
+
+/// [`forward_stats`] of the input images `x`, which may be computed per image (a
+/// BatchNorm's output, say: it then never goes through memory as a whole batch); `g` must
+/// satisfy [`images_apply`]. The same bits as [`forward_stats`] on the same input.
+pub(crate) fn forward_stats_images(
+    g: &ConvGeom,
+    x: &impl Images,
+    w: &[f32],
+) -> (Vec<f32>, Vec<PlaneMoments>) {
+    assert!(
+        images_apply(g),
+        "conv::forward_stats_images: no per-image kernel takes {g:?}"
+    );
+    let d = conv_direct::Direct::new(g, w);
+    per_image_from(g, x, Epilogue::Moments, |x, y| d.image(x, y))
 }
 
 /// [`forward`], then `a` applied in place to each output image right after its GEMMs: an

@@ -14,7 +14,7 @@ use super::gemm::{sgemm, MatMut, MatRef};
 use super::im2col::{im2col, ConvGeom};
 use super::storage::{with_scratch, Uninit};
 
-pub(crate) use super::conv_winograd_wgrad::{backward_images, ImageDy};
+pub(crate) use super::conv_winograd_wgrad::backward_images;
 
 /// Whether [`backward`] runs `g` image by image, through [`backward_images`] (which then
 /// takes it).

@@ -180,6 +180,42 @@ unsafe fn transpose_8x8_tiles(src: &[f32], rows: usize, cols: usize, dst: &mut [
     }
 }
 
+/// A batch of images that a kernel takes one at a time: stored, or computed per image
+/// (a BatchNorm's output or input gradient, say) right where the kernel reads it.
+pub(crate) trait Images: Sync {
+    /// Image `b`: a stored slice, or computed into `buf` (one image's elements, contents
+    /// unspecified) and returned.
+    fn image<'a>(&'a self, b: usize, buf: &'a mut [f32]) -> &'a [f32];
+
+    /// Whether [`Images::image`] writes into `buf` (else `buf` may be empty).
+    fn computed(&self) -> bool {
+        true
+    }
+}
+
+/// Images held in memory, `len` elements each.
+pub(crate) struct Stored<'a> {
+    data: &'a [f32],
+    len: usize,
+}
+
+impl<'a> Stored<'a> {
+    /// `data` as images of `len` elements.
+    pub(crate) fn new(data: &'a [f32], len: usize) -> Self {
+        Self { data, len }
+    }
+}
+
+impl Images for Stored<'_> {
+    fn image<'a>(&'a self, b: usize, _: &'a mut [f32]) -> &'a [f32] {
+        &self.data[b * self.len..][..self.len]
+    }
+
+    fn computed(&self) -> bool {
+        false
+    }
+}
+
 /// Deterministic pseudo-random values in [-1, 1) (for the kernels' unit tests).
 #[cfg(test)]
 pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {

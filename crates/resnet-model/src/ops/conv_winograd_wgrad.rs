@@ -42,7 +42,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::conv_direct::{self, Direct};
-use super::conv_util::{sum_partials, transpose_into, transposed};
+use super::conv_util::{sum_partials, transpose_into, transposed, Images, Stored};
 use super::im2col::ConvGeom;
 use super::storage::{assume_init_mut, fused_winograd_on, with_scratch, Uninit};
 use super::winograd::{self, XI};
@@ -126,52 +126,22 @@ pub(crate) fn kernel_name(g: &ConvGeom) -> Option<&'static str> {
 /// `(dx, dW)` of `conv2d(x, w)` (stride 1, padding 1, 3x3) for the output gradient `dy`;
 /// `g` must satisfy [`applies`].
 pub(crate) fn backward(g: &ConvGeom, x: &[f32], dy: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let stored = Stored {
-        dy,
-        len: g.out_img(),
-    };
-    let (dx, dw, _) = backward_images(g, x, w, &stored, |_, _| ());
+    let (x, dy) = (Stored::new(x, g.in_img()), Stored::new(dy, g.out_img()));
+    let (dx, dw, _) = backward_images(g, &x, w, &dy, |_, _| ());
     (dx, dw)
 }
 
-/// Where [`backward_images`] takes each image's output gradient from.
-pub(crate) trait ImageDy: Sync {
-    /// Image `b`'s output gradient (`[cout, h, w]`): a stored slice, or computed into `buf`
-    /// (that many elements, contents unspecified) and returned.
-    fn image<'a>(&'a self, b: usize, buf: &'a mut [f32]) -> &'a [f32];
-
-    /// Whether [`ImageDy::image`] writes into `buf` (else `buf` is empty).
-    fn computed(&self) -> bool {
-        true
-    }
-}
-
-/// An output gradient held in memory, `len` elements per image.
-struct Stored<'a> {
-    dy: &'a [f32],
-    len: usize,
-}
-
-impl ImageDy for Stored<'_> {
-    fn image<'a>(&'a self, b: usize, _: &'a mut [f32]) -> &'a [f32] {
-        &self.dy[b * self.len..][..self.len]
-    }
-
-    fn computed(&self) -> bool {
-        false
-    }
-}
-
-/// [`backward`] with the output gradient made image by image by `dy` (a BatchNorm's input
-/// gradient, say, which then never goes through memory as a whole batch), and `after` run on
-/// each image's input gradient as soon as it is written, while it is in cache (it may change
-/// it, and its results come back in image order). The weight gradient's sums are those of
-/// [`backward`] on the same output gradient, bit for bit.
+/// [`backward`] with the input and the output gradient taken image by image from `x` and
+/// `dy`, either of which may be computed per image (a BatchNorm's output or input gradient,
+/// which then never goes through memory as a whole batch), and `after` run on each image's
+/// input gradient as soon as it is written, while it is in cache (it may change it, and its
+/// results come back in image order). The weight gradient's sums are those of [`backward`]
+/// on the same values, bit for bit.
 pub(crate) fn backward_images<T: Send>(
     g: &ConvGeom,
-    x: &[f32],
+    x: &impl Images,
     w: &[f32],
-    dy: &impl ImageDy,
+    dy: &impl Images,
     after: impl Fn(usize, &mut [f32]) -> T + Sync,
 ) -> (Vec<f32>, Vec<f32>, Vec<T>) {
     let k = kernel(g).expect("conv_winograd_wgrad::backward: no kernel takes this convolution");
@@ -185,27 +155,20 @@ pub(crate) fn backward_images<T: Send>(
     let mut dx = Uninit::new(g.n * g.in_img());
     let mut partial = Uninit::new(g.n.div_ceil(IMAGES) * plen);
     let mut outs: Vec<Option<T>> = std::iter::repeat_with(|| None).take(g.n).collect();
-    let buf_len = if dy.computed() { g.out_img() } else { 0 };
+    let x_len = if x.computed() { g.in_img() } else { 0 };
+    let dy_len = if dy.computed() { g.out_img() } else { 0 };
     dx.slots()
         .par_chunks_mut(IMAGES * g.in_img())
         .zip(outs.par_chunks_mut(IMAGES))
-        .zip(
-            x.par_chunks(IMAGES * g.in_img())
-                .zip(partial.slots().par_chunks_mut(plen)),
-        )
+        .zip(partial.slots().par_chunks_mut(plen))
         .enumerate()
-        .for_each(|(chunk, ((dxc, oc), (xc, du)))| {
-            let mut buf = vec![0f32; buf_len];
-            for (b, ((dxb, o), xb)) in dxc
-                .chunks_mut(g.in_img())
-                .zip(oc)
-                .zip(xc.chunks(g.in_img()))
-                .enumerate()
-            {
+        .for_each(|(chunk, ((dxc, oc), du))| {
+            let (mut xbuf, mut dybuf) = (vec![0f32; x_len], vec![0f32; dy_len]);
+            for (b, (dxb, o)) in dxc.chunks_mut(g.in_img()).zip(oc).enumerate() {
                 let n = chunk * IMAGES + b;
-                let dyb = dy.image(n, &mut buf);
+                let dyb = dy.image(n, &mut dybuf);
                 direct.image(dyb, dxb);
-                image(k, &s, xb, dyb, du, b > 0);
+                image(k, &s, x.image(n, &mut xbuf), dyb, du, b > 0);
                 // SAFETY: the direct kernel wrote the whole image.
                 *o = Some(after(n, unsafe { assume_init_mut(dxb) }));
             }

@@ -12,10 +12,10 @@
 
 use crate::ops::batch_norm::{masked, BackwardCoef, Saved};
 use crate::ops::channel::{
-    grad_input_image, image_grad_sums, sum_in_image_order, GradCoef, Masked, Planes,
+    affine_image, grad_input_image, image_grad_sums, sum_in_image_order, GradCoef, Masked, Planes,
 };
-use crate::ops::conv_backward::{self, ImageDy};
-use crate::ops::conv_util::as_slots;
+use crate::ops::conv_backward;
+use crate::ops::conv_util::{as_slots, Images};
 use crate::ops::elementwise::relu_mask_in_place;
 use crate::ops::im2col::ConvGeom;
 
@@ -51,7 +51,7 @@ impl<'a> BnInputGrad<'a> {
     }
 }
 
-impl ImageDy for BnInputGrad<'_> {
+impl Images for BnInputGrad<'_> {
     fn image<'b>(&'b self, b: usize, buf: &'b mut [f32]) -> &'b [f32] {
         let len = self.p.c * self.p.hw;
         let (xi, gi) = (&self.x[b * len..][..len], &self.dy[b * len..][..len]);
@@ -59,6 +59,32 @@ impl ImageDy for BnInputGrad<'_> {
         grad_input_image(self.p, xi, gi, self.mask, &self.coef, unsafe {
             as_slots(buf)
         });
+        buf
+    }
+}
+
+/// A training-mode BatchNorm's (+ ReLU's) output, image by image, from its input `y` and its
+/// statistics: what conv2 reads, made where it reads it instead of kept for the whole batch.
+pub(crate) struct BnOutput<'a> {
+    p: Planes,
+    y: &'a [f32],
+    s: &'a Saved,
+    relu: bool,
+}
+
+impl<'a> BnOutput<'a> {
+    pub(crate) fn new(p: Planes, y: &'a [f32], s: &'a Saved, relu: bool) -> Self {
+        Self { p, y, s, relu }
+    }
+}
+
+impl Images for BnOutput<'_> {
+    fn image<'b>(&'b self, b: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        let len = self.p.c * self.p.hw;
+        let yi = &self.y[b * len..][..len];
+        // SAFETY: f32 storage viewed as slots, only written with values.
+        let out = unsafe { as_slots(buf) };
+        affine_image(self.p, yi, &self.s.scale, &self.s.shift, self.relu, out);
         buf
     }
 }
@@ -112,7 +138,7 @@ impl Handoff<'_> {
 /// ReLU output, and `sums` are `h`'s.
 pub(crate) fn backward_sums(
     g: &ConvGeom,
-    x: &[f32],
+    x: &impl Images,
     w: &[f32],
     dy: &BnInputGrad<'_>,
     h: &Handoff<'_>,
@@ -126,7 +152,7 @@ pub(crate) fn backward_sums(
 /// goes to `h` as in [`backward_sums`] where there is one.
 pub(crate) fn backward_add(
     g: &ConvGeom,
-    x: &[f32],
+    x: &impl Images,
     w: &[f32],
     dy: &BnInputGrad<'_>,
     res: &[f32],

@@ -12,19 +12,21 @@
 //! block before it directly. It calls the same kernels in the same order as the composed ops,
 //! so its results are the same numbers (candle's `0 + g` can only turn a `-0.0` into `0.0`).
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::images::{self, BnInputGrad, Handoff, Sums};
+use super::images::{self, BnInputGrad, BnOutput, Handoff, Sums};
 use crate::ops::batch_norm::{
     masked, train_backward, train_backward_sums, train_forward_moments, train_stats_moments,
     BackwardCoef, Saved,
 };
-use crate::ops::channel::{self, affine_add_relu, grad_sums, relu_mask_grad_sums, Planes};
-use crate::ops::conv::{forward_stats, grad_input, grad_weight};
+use crate::ops::channel::{self, affine, affine_add_relu, grad_sums, relu_mask_grad_sums, Planes};
+use crate::ops::conv::{self, forward_stats, forward_stats_images, grad_input, grad_weight};
 use crate::ops::conv_backward;
+use crate::ops::conv_util::Stored;
 use crate::ops::custom::{custom_op, with_all, CpuOp};
 use crate::ops::elementwise::{subsample_pad, subsample_pad_backward, Dims, SubsamplePad};
 use crate::ops::im2col::ConvGeom;
@@ -41,7 +43,7 @@ pub(crate) enum Kind {
 pub(crate) struct BlockSaved {
     /// conv1's output (bn1's input).
     y1: Vec<f32>,
-    /// relu(bn1(y1)) (conv2's input).
+    /// relu(bn1(y1)) (conv2's input); empty where conv2 makes it from `y1` image by image.
     a1: Vec<f32>,
     /// conv2's output (bn2's input).
     y2: Vec<f32>,
@@ -208,8 +210,17 @@ impl BlockSpec {
         // each convolution hands its BatchNorm the moments of its output planes, computed
         // while they were in cache (the same bits as the BatchNorm's own statistics pass)
         let (y1, m1) = forward_stats(&g.conv1, x, w1);
-        let (a1, s1) = train_forward_moments(g.out, &y1, &m1, bnp(0), bnp(1), self.eps, true);
-        let (y2, m2) = forward_stats(&g.conv2, &a1, w2);
+        let s1 = train_stats_moments(g.out, &m1, bnp(0), bnp(1), self.eps);
+        // conv2's input relu(bn1(y1)) made image by image where conv2 reads it, in the forward
+        // and again in the backward, where both run per image; else kept for the backward
+        let (a1, (y2, m2)) = if conv::images_apply(&g.conv2) && images::applies(&g.conv2) {
+            let a1 = BnOutput::new(g.out, &y1, &s1, true);
+            (Vec::new(), forward_stats_images(&g.conv2, &a1, w2))
+        } else {
+            let a1 = affine(g.out, &y1, &s1.scale, &s1.shift, true);
+            let y2 = forward_stats(&g.conv2, &a1, w2);
+            (a1, y2)
+        };
         let mut bn = vec![
             s1,
             train_stats_moments(g.out, &m2, bnp(2), bnp(3), self.eps),
@@ -284,11 +295,23 @@ impl BlockSpec {
                 mask: masked(bn1, true),
                 center: &bn1.mean,
             };
-            images::backward_sums(&g.conv2, &s.a1, w2, &dy2, &h)
+            if s.a1.is_empty() {
+                let a1 = BnOutput::new(g.out, &s.y1, bn1, true);
+                images::backward_sums(&g.conv2, &a1, w2, &dy2, &h)
+            } else {
+                let a1 = Stored::new(&s.a1, g.conv2.in_img());
+                images::backward_sums(&g.conv2, &a1, w2, &dy2, &h)
+            }
         } else {
             let dy2 =
                 channel::grad_input(g.out, &s.y2, &dz, masked(bn2, false), &c2.grad_coef(bn2));
-            let (da1, dw2) = conv_grads(&g.conv2, &s.a1, &dy2, w2);
+            // (made again if the forward did not keep it: Winograd switched on in between)
+            let a1 = if s.a1.is_empty() {
+                Cow::Owned(affine(g.out, &s.y1, &bn1.scale, &bn1.shift, true))
+            } else {
+                Cow::Borrowed(&s.a1[..])
+            };
+            let (da1, dw2) = conv_grads(&g.conv2, &a1, &dy2, w2);
             let sums1 = grad_sums(g.out, &s.y1, &da1, masked(bn1, true), &bn1.mean);
             (da1, dw2, sums1)
         };
@@ -298,7 +321,8 @@ impl BlockSpec {
         let identity = g.pad.is_none() && g.proj.is_none();
         let (mut dx, dw1, prev_sums) = if identity && images::applies(&g.conv1) {
             let dy1 = BnInputGrad::new(g.out, &s.y1, &da1, bn1, true, &c1);
-            images::backward_add(&g.conv1, x, w1, &dy1, &dz, prev)
+            let x = Stored::new(x, g.conv1.in_img());
+            images::backward_add(&g.conv1, &x, w1, &dy1, &dz, prev)
         } else {
             let dy1 =
                 channel::grad_input(g.out, &s.y1, &da1, masked(bn1, true), &c1.grad_coef(bn1));
