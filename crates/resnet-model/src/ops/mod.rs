@@ -56,6 +56,11 @@
 //!   block's input gradient handed to the block before inside the op instead of through
 //!   candle's accumulation; [`stem_and_blocks_train`] puts the stem (conv + BN + ReLU) in
 //!   front of it in the same node.
+//!   Inside the blocks the BatchNorm passes run in the convolutions next to them, one image at
+//!   a time while it is in cache (`block/images.rs`): conv2 makes its input `relu(bn1(y1))`
+//!   per image (never kept for the batch), and the backward's input gradients, reductions,
+//!   ReLU masks and shortcut adds are made where a convolution reads or writes each image;
+//!   the same kernels per image, so the same bits.
 //! - [`no_grad`]: inference without recording the graph, so activations are freed as soon as
 //!   they have been read.
 //!
