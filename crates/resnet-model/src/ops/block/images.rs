@@ -1,14 +1,17 @@
-//! The block backward's BatchNorm passes folded into the convolution backward, image by
-//! image (see [`conv_backward::backward_images`]): a BatchNorm's input gradient is made per
-//! image right where the convolution before it reads its output gradient, and the next
-//! BatchNorm's sums (or the shortcut's gradient) are taken from each input-gradient image the
-//! convolution has just written. At ResNet-20's first stage an activation is 8 MiB for a batch
-//! of 128, an image 64 KiB: this way neither the BatchNorm's input gradient nor a second read
-//! of the convolution's input gradient goes through memory as a whole batch.
+//! The block's BatchNorm passes folded into the convolutions next to them, image by image
+//! (over [`Images`]; see [`conv_backward::backward_images`] and
+//! `conv::forward_stats_images`). Forward: conv2 reads `relu(bn1(y1))` made per image
+//! ([`BnOutput`]), so it is never kept for the batch; its backward makes it again. Backward: a
+//! BatchNorm's input gradient is made per image right where the convolution in front of it
+//! reads its output gradient ([`BnInputGrad`]), and the shortcut's gradient, the ReLU mask and
+//! the reduction of the layer in front ([`Handoff`]) are applied to each input-gradient image
+//! the convolution has just written. At ResNet-20's first stage an activation is 8 MiB for a
+//! batch of 128, an image 64 KiB: this way these passes read and write an image in cache
+//! instead of the whole batch through memory.
 //!
-//! The kernels are the separate passes' ([`grad_input_image`], [`image_grad_sums`]), per
-//! image, with the per-image sums added in image order as before, so the results are the same
-//! bits.
+//! The kernels are the separate passes' ([`affine_image`], [`grad_input_image`],
+//! [`image_grad_sums`]), per image, with the per-image sums added in image order as before, so
+//! the results are the same bits.
 
 use crate::ops::batch_norm::{masked, BackwardCoef, Saved};
 use crate::ops::channel::{
